@@ -1,0 +1,115 @@
+"""Micro-batching: one inference thread owns the model; request threads hand it tensors.
+
+Requests decode and preprocess on their own threads (Pillow releases the GIL), so decoding
+one image overlaps inference of another. Whatever is queued when the model frees up runs
+as one batch (up to ``max_batch`` images): under load batches form by themselves, and a
+lone request never waits for company unless ``max_wait`` asks it to.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from function.model import Batch, Model, Scores
+
+
+@dataclass
+class _Item:
+    tensors: Batch
+    future: Future[Scores] = field(default_factory=Future)
+
+
+_STOP = object()
+
+
+class Batcher:
+    def __init__(
+        self,
+        model: Model,
+        *,
+        max_batch: int = 8,
+        max_wait: float = 0.0,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self._model = model
+        self._max_batch = max_batch
+        self._max_wait = max_wait
+        self._on_batch = on_batch
+        self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="nsfwoid-batcher", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def submit(self, tensors: Batch) -> Future[Scores]:
+        """Queue ``[k, 224, 224, 3]`` tensors; the future resolves to their ``k`` scores."""
+        item = _Item(tensors)
+        self._queue.put(item)
+        return item.future
+
+    def _collect(self, first: _Item) -> tuple[list[_Item], bool]:
+        items, size = [first], len(first.tensors)
+        deadline = time.monotonic() + self._max_wait
+        while size < self._max_batch:
+            remaining = deadline - time.monotonic()
+            try:
+                nxt = (
+                    self._queue.get(timeout=remaining)
+                    if remaining > 0
+                    else self._queue.get_nowait()
+                )
+            except queue.Empty:
+                break
+            if nxt is _STOP:
+                return items, True
+            assert isinstance(nxt, _Item)
+            items.append(nxt)
+            size += len(nxt.tensors)
+        return items, False
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            assert isinstance(first, _Item)
+            items, stopping = self._collect(first)
+            self._predict(items)
+            if stopping:
+                return
+
+    def _predict(self, items: list[_Item]) -> None:
+        started = time.perf_counter()
+        try:
+            batch = (
+                items[0].tensors
+                if len(items) == 1
+                else np.concatenate([item.tensors for item in items])
+            )
+            scores = self._model.predict(batch)
+        except Exception as exc:  # hand any model failure to every waiting request
+            for item in items:
+                item.future.set_exception(exc)
+            return
+        if self._on_batch is not None:
+            self._on_batch(len(batch), time.perf_counter() - started)
+        offset = 0
+        for item in items:
+            count = len(item.tensors)
+            item.future.set_result(scores[offset : offset + count])
+            offset += count

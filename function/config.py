@@ -1,0 +1,163 @@
+"""Configuration: read once from the environment into one frozen object, then passed in.
+
+Nothing on the request path reads ``os.environ``; a bad value fails at start-up with an error
+that names the variable (as Starlette's ``Config`` does), not on the first request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+PREFIX = "NSFWOID_"
+PREPROCESSING_MODES = ("standard", "reference")
+RUNTIMES = ("litert", "tensorflow")
+DEFAULT_USER_AGENT = (
+    "nsfwoid/1.0 (open_nsfw image scorer; https://github.com/nsfwoid/nsfwoid) python-requests"
+)
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A configuration variable is missing or malformed; the message names it."""
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true/false, got {raw!r}")
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError(f"must be > 0, got {value}")
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:  # also rejects NaN
+        raise ValueError(f"must be >= 0, got {raw!r}")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = _non_negative_float(raw)
+    if value == 0:
+        raise ValueError("must be > 0")
+    return value
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _hosts(raw: str) -> tuple[str, ...]:
+    hosts = tuple(h.strip().lower().rstrip(".") for h in raw.split(",") if h.strip())
+    for host in hosts:
+        if host.startswith("*") and not host.startswith("*."):
+            raise ValueError(f"wildcards must look like '*.example.org', got {host!r}")
+    return hosts
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the service. Field docs double as the README's configuration table."""
+
+    port: int = 8080
+    preprocessing: str = "standard"
+    runtime: str = "litert"
+    model_dir: Path = REPO_ROOT / "model"
+    max_body_bytes: int = 25 * 1024 * 1024
+    max_fetch_bytes: int = 25 * 1024 * 1024
+    max_pixels: int = 50_000_000
+    max_batch_urls: int = 16
+    max_frames: int = 8
+    fetch_connect_timeout: float = 3.05
+    fetch_read_timeout: float = 10.0
+    fetch_deadline: float = 15.0
+    max_redirects: int = 5
+    max_url_length: int = 2048
+    user_agent: str = DEFAULT_USER_AGENT
+    allowed_hosts: tuple[str, ...] = ()
+    allow_private_networks: bool = False
+    request_deadline: float = 30.0
+    max_in_flight: int = 16
+    inference_threads: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
+    batch_max: int = 8
+    batch_wait_ms: float = 0.0
+    event_type: str = "org.nsfwoid.image.scored"
+    event_cache_size: int = 1024
+    log_level: str = "INFO"
+    service_name: str = "nsfwoid"
+    revision: str = ""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Build settings from a mapping (``os.environ`` in production, a dict in tests)."""
+        values: dict[str, object] = {}
+
+        def take(name: str, key: str, parse: Callable[[str], T]) -> None:
+            raw = environ.get(name)
+            if raw is None or raw == "":
+                return
+            try:
+                values[key] = parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{name}: {exc}") from exc
+
+        take("PORT", "port", _positive_int)
+        take(PREFIX + "PREPROCESSING", "preprocessing", _choice(PREPROCESSING_MODES))
+        take(PREFIX + "RUNTIME", "runtime", _choice(RUNTIMES))
+        take(PREFIX + "MODEL_DIR", "model_dir", Path)
+        take(PREFIX + "MAX_BODY_BYTES", "max_body_bytes", _positive_int)
+        take(PREFIX + "MAX_FETCH_BYTES", "max_fetch_bytes", _positive_int)
+        take(PREFIX + "MAX_PIXELS", "max_pixels", _positive_int)
+        take(PREFIX + "MAX_BATCH_URLS", "max_batch_urls", _positive_int)
+        take(PREFIX + "MAX_FRAMES", "max_frames", _positive_int)
+        take(PREFIX + "FETCH_CONNECT_TIMEOUT", "fetch_connect_timeout", _positive_float)
+        take(PREFIX + "FETCH_READ_TIMEOUT", "fetch_read_timeout", _positive_float)
+        take(PREFIX + "FETCH_DEADLINE", "fetch_deadline", _positive_float)
+        take(PREFIX + "MAX_REDIRECTS", "max_redirects", int)
+        take(PREFIX + "MAX_URL_LENGTH", "max_url_length", _positive_int)
+        take(PREFIX + "USER_AGENT", "user_agent", str.strip)
+        take(PREFIX + "ALLOWED_HOSTS", "allowed_hosts", _hosts)
+        take(PREFIX + "ALLOW_PRIVATE_NETWORKS", "allow_private_networks", _bool)
+        take(PREFIX + "REQUEST_DEADLINE", "request_deadline", _positive_float)
+        take(PREFIX + "MAX_IN_FLIGHT", "max_in_flight", _positive_int)
+        take(PREFIX + "INFERENCE_THREADS", "inference_threads", _positive_int)
+        take(PREFIX + "BATCH_MAX", "batch_max", _positive_int)
+        take(PREFIX + "BATCH_WAIT_MS", "batch_wait_ms", _non_negative_float)
+        take(PREFIX + "EVENT_TYPE", "event_type", str.strip)
+        take(PREFIX + "EVENT_CACHE_SIZE", "event_cache_size", int)
+        take(PREFIX + "LOG_LEVEL", "log_level", _choice(("debug", "info", "warning", "error")))
+        take("K_SERVICE", "service_name", str.strip)
+        take("K_REVISION", "revision", str.strip)
+        if "log_level" in values:
+            values["log_level"] = str(values["log_level"]).upper()
+        settings = cls(**values)  # type: ignore[arg-type]
+        if settings.max_redirects < 0:
+            raise ConfigError(f"{PREFIX}MAX_REDIRECTS: must be >= 0")
+        return settings
+
+    @property
+    def event_source(self) -> str:
+        """CloudEvent ``source`` of replies: the Knative service/revision when known."""
+        if self.revision:
+            return f"/{self.service_name}/{self.revision}"
+        return f"/{self.service_name}"

@@ -1,0 +1,129 @@
+"""An HTTP request (not a CloudEvent) → what to score and how to answer.
+
+Accepted on ``POST``: a form with ``url`` (answered with the bare score, as the old service
+did), multipart with a ``file`` part or a ``url`` field, JSON ``{"url"}`` / ``{"urls": [...]}``,
+and a raw ``image/*`` or ``application/octet-stream`` body. Bodies are capped before they
+are buffered: werkzeug's stream limit stops reading at ``max_body_bytes``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from flask import Request
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
+
+from function.config import PREPROCESSING_MODES, Settings
+from function.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from function.pipeline import Source
+
+FORM = "application/x-www-form-urlencoded"
+MULTIPART = "multipart/form-data"
+JSON = "application/json"
+RAW = ("application/octet-stream",)
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    sources: list[Source]
+    kind: str  # metrics label: form | multipart | json | batch | raw
+    batch: bool
+    text: bool
+    mode: str | None
+
+
+def wants_text(request: Request, *, default: bool) -> bool:
+    """Bare float or JSON? Follow ``Accept`` when it prefers one; ``*/*`` keeps the default."""
+    accept = request.accept_mimetypes
+    json_q, text_q = accept["application/json"], accept["text/plain"]
+    return default if json_q == text_q else text_q > json_q
+
+
+def parse(request: Request, settings: Settings) -> ScoreRequest:
+    mode = request.args.get("preprocessing")
+    if mode is not None and mode not in PREPROCESSING_MODES:
+        raise InvalidRequest(f"preprocessing must be one of {', '.join(PREPROCESSING_MODES)}")
+    declared = request.content_length
+    if declared is not None and declared > settings.max_body_bytes:
+        raise PayloadTooLarge(f"the request body is larger than {settings.max_body_bytes} bytes")
+    request.max_content_length = settings.max_body_bytes
+    request.max_form_memory_size = settings.max_body_bytes
+    content_type = (request.mimetype or "").lower()
+    try:
+        if content_type == FORM:
+            url = request.form.get("url", "").strip()
+            if not url:
+                raise InvalidRequest("the form needs a 'url' field")
+            return ScoreRequest(
+                [Source(url=url)], "form", False, wants_text(request, default=True), mode
+            )
+        if content_type == MULTIPART:
+            return _multipart(request, mode)
+        if content_type == JSON or content_type.endswith("+json"):
+            return _json(request, settings, mode)
+        if content_type.startswith("image/") or content_type in RAW:
+            data = request.get_data(cache=False)
+            if not data:
+                raise InvalidRequest("the request body is empty: send the image bytes")
+            return ScoreRequest(
+                [Source(data=data)], "raw", False, wants_text(request, default=False), mode
+            )
+    except RequestEntityTooLarge as exc:
+        raise PayloadTooLarge(
+            f"the request body is larger than {settings.max_body_bytes} bytes"
+        ) from exc
+    except ClientDisconnected as exc:
+        raise InvalidRequest("the request body ended early") from exc
+    except HTTPException as exc:  # werkzeug's parsers: malformed multipart and the like
+        raise InvalidRequest("the request body could not be parsed") from exc
+    if not content_type:
+        raise InvalidRequest(
+            "no Content-Type: send a form with url=, JSON, multipart or an image body"
+        )
+    raise UnsupportedMediaType(f"Content-Type {content_type} is not accepted")
+
+
+def _multipart(request: Request, mode: str | None) -> ScoreRequest:
+    upload = request.files.get("file")
+    if upload is not None:
+        data = upload.read()
+        if not data:
+            raise InvalidRequest("the 'file' part is empty")
+        return ScoreRequest(
+            [Source(data=data)], "multipart", False, wants_text(request, default=False), mode
+        )
+    url = request.form.get("url", "").strip()
+    if url:
+        return ScoreRequest(
+            [Source(url=url)], "multipart", False, wants_text(request, default=False), mode
+        )
+    raise InvalidRequest("multipart requests need a 'file' part or a 'url' field")
+
+
+def _json(request: Request, settings: Settings, mode: str | None) -> ScoreRequest:
+    try:
+        payload = json.loads(request.get_data(cache=False) or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest("the body is not valid JSON") from exc
+    if not isinstance(payload, dict):
+        raise InvalidRequest('the JSON body must be an object: {"url": ...} or {"urls": [...]}')
+    body_mode = payload.get("preprocessing")
+    if body_mode is not None and body_mode not in PREPROCESSING_MODES:
+        raise InvalidRequest(f"preprocessing must be one of {', '.join(PREPROCESSING_MODES)}")
+    mode = mode or body_mode
+    if "urls" in payload:
+        urls = payload["urls"]
+        if (
+            not isinstance(urls, list)
+            or not urls
+            or not all(isinstance(u, str) and u for u in urls)
+        ):
+            raise InvalidRequest("'urls' must be a non-empty list of URL strings")
+        if len(urls) > settings.max_batch_urls:
+            raise InvalidRequest(f"at most {settings.max_batch_urls} URLs per request")
+        return ScoreRequest([Source(url=u) for u in urls], "batch", True, False, mode)
+    url = payload.get("url")
+    if not isinstance(url, str) or not url:
+        raise InvalidRequest('the JSON body needs a "url" string (or "urls": [...])')
+    return ScoreRequest([Source(url=url)], "json", False, False, mode)

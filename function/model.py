@@ -1,0 +1,152 @@
+"""The model: a small class with an explicit life cycle (load → warm up → ready → predict).
+
+Two runtimes serve the same converted network behind one interface: ``litert`` (the
+``.tflite`` derived from the SavedModel, on XNNPACK; the default, and no TensorFlow needed)
+and ``tensorflow`` (the canonical SavedModel itself). Their heavy imports happen in
+``load`` so that importing the function stays cheap for a cold start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from function.preprocess import CROP
+
+Batch = npt.NDArray[np.float32]
+Scores = npt.NDArray[np.float32]
+
+
+class ModelLoadError(RuntimeError):
+    """The model files are missing, do not match the manifest, or do not load."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    version: str
+    sha256: str
+    runtime: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version, "sha256": self.sha256}
+
+
+class Runtime(Protocol):
+    def predict(self, batch: Batch) -> Scores:
+        """``[N, 224, 224, 3]`` BGR mean-subtracted float32 → NSFW probabilities ``[N]``."""
+        ...
+
+
+class LiteRTRuntime:
+    """The ``.tflite`` on LiteRT with XNNPACK; not thread-safe, so one caller at a time."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self._interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        self._runner = self._interpreter.get_signature_runner("serving_default")
+
+    def predict(self, batch: Batch) -> Scores:
+        # The runner resizes the dynamic batch dimension only when it changes.
+        out: dict[str, Any] = self._runner(images=batch)
+        return np.asarray(out["nsfw"], dtype=np.float32).reshape(-1)
+
+
+class TensorFlowRuntime:
+    """The canonical SavedModel through its ``serving_default`` signature."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        self._tf = tf
+        self._loaded = tf.saved_model.load(str(path))
+        self._signature = self._loaded.signatures["serving_default"]
+
+    def predict(self, batch: Batch) -> Scores:
+        out = self._signature(images=self._tf.constant(batch))
+        return np.asarray(out["nsfw"].numpy(), dtype=np.float32).reshape(-1)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Model:
+    """Owns one runtime. ``predict`` is serialised: callers batch instead of racing."""
+
+    def __init__(self, model_dir: Path, runtime: str = "litert", threads: int = 2) -> None:
+        self.model_dir = model_dir
+        self.runtime_name = runtime
+        self.threads = threads
+        self.info: ModelInfo | None = None
+        self.load_seconds = 0.0
+        self.warmup_seconds = 0.0
+        self._runtime: Runtime | None = None
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def load(self) -> None:
+        """Read the manifest, check the artefact's hash, build the runtime."""
+        started = time.perf_counter()
+        manifest_path = self.model_dir / "manifest.json"
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            artefact = manifest["artifacts"][
+                "saved_model" if self.runtime_name == "tensorflow" else "tflite"
+            ]
+            path = self.model_dir / artefact["path"]
+            expected = str(artefact["sha256"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelLoadError(
+                f"no usable manifest at {manifest_path}; build the model with `make model`"
+            ) from exc
+        if self.runtime_name == "litert":
+            actual = sha256_file(path) if path.is_file() else "missing"
+            if actual != expected:
+                raise ModelLoadError(f"{path} sha256 {actual} does not match the manifest")
+            self._runtime = LiteRTRuntime(path, self.threads)
+        elif self.runtime_name == "tensorflow":
+            if not (path / "saved_model.pb").is_file():
+                raise ModelLoadError(f"no SavedModel at {path}; build it with `make model`")
+            self._runtime = TensorFlowRuntime(path, self.threads)
+        else:
+            raise ModelLoadError(f"unknown runtime {self.runtime_name!r}")
+        self.info = ModelInfo(
+            name=str(manifest.get("name", "open_nsfw")),
+            version=str(manifest.get("version", "unknown")),
+            sha256=expected,
+            runtime=self.runtime_name,
+        )
+        self.load_seconds = time.perf_counter() - started
+
+    def warm_up(self) -> None:
+        """One real inference before readiness: the first call pays for XNNPACK's setup."""
+        started = time.perf_counter()
+        self.predict(np.zeros((1, CROP, CROP, 3), dtype=np.float32))
+        self.warmup_seconds = time.perf_counter() - started
+        self._ready.set()
+
+    def predict(self, batch: Batch) -> Scores:
+        if self._runtime is None:
+            raise ModelLoadError("model not loaded")
+        with self._lock:
+            return self._runtime.predict(np.ascontiguousarray(batch, dtype=np.float32))

@@ -1,0 +1,159 @@
+"""One image's path: fetch → decode → preprocess → predict → result, timed per stage.
+
+The same ``Pipeline`` serves HTTP, CloudEvents and the CLI, so a score is the same number
+whichever door it came through.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from function.batcher import Batcher
+from function.config import Settings
+from function.decode import Decoded, decode
+from function.errors import DeadlineExceeded, NotReady, UndecodableImage
+from function.fetch import Fetcher
+from function.metrics import Metrics
+from function.model import Model
+from function.preprocess import image_to_tensor
+
+
+@dataclass(frozen=True)
+class Source:
+    """One image to score: inline bytes, or a URL to fetch."""
+
+    data: bytes | None = None
+    url: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return "url" if self.url is not None else "bytes"
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        model: Model,
+        batcher: Batcher,
+        fetcher: Fetcher,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.model = model
+        self.batcher = batcher
+        self.fetcher = fetcher
+        self.metrics = metrics
+
+    def score(
+        self,
+        source: Source,
+        *,
+        mode: str | None = None,
+        deadline: float | None = None,
+        notes: Callable[[str, Any], None] | None = None,
+    ) -> dict[str, Any]:
+        """Score one source. ``notes(key, value)`` receives facts worth logging (host, format)."""
+        mode = mode or self.settings.preprocessing
+        deadline = deadline if deadline is not None else time.monotonic() + 3600
+        note = notes or (lambda key, value: None)
+        timing: dict[str, float] = {}
+        started = time.perf_counter()
+
+        if source.url is not None:
+            with self._stage("fetch", timing, deadline):
+                fetched = self.fetcher.fetch(source.url)
+            self.metrics.fetched_bytes.inc(len(fetched.data))
+            note("source_host", fetched.host)
+            data = fetched.data
+        else:
+            assert source.data is not None
+            data = source.data
+        if not data:
+            raise UndecodableImage("the image is empty (0 bytes)")
+        note("image_bytes", len(data))
+
+        with self._stage("decode", timing, deadline):
+            decoded = decode(
+                data,
+                mode=mode,
+                max_pixels=self.settings.max_pixels,
+                max_frames=self.settings.max_frames,
+            )
+        note("image_format", decoded.format)
+        note("image_size", f"{decoded.width}x{decoded.height}")
+
+        with self._stage("preprocess", timing, deadline):
+            batch = np.stack([image_to_tensor(frame) for frame in decoded.frames])
+
+        with self._stage("predict", timing, deadline):
+            frame_scores = self.predict(batch, deadline)
+
+        score = float(frame_scores.max())
+        self.metrics.scores.observe(score)
+        timing["total"] = (time.perf_counter() - started) * 1000
+        return self._result(score, frame_scores, decoded, data, mode, timing)
+
+    def predict(self, batch: np.ndarray, deadline: float) -> np.ndarray:
+        if not self.model.ready:
+            raise NotReady("the model is still loading")
+        future = self.batcher.submit(batch)
+        try:
+            return future.result(timeout=max(deadline - time.monotonic(), 0.001))
+        except FutureTimeout as exc:
+            future.cancel()
+            raise DeadlineExceeded("scoring did not finish within the request deadline") from exc
+
+    @contextmanager
+    def _stage(self, stage: str, timing: dict[str, float], deadline: float) -> Iterator[None]:
+        if time.monotonic() > deadline:
+            raise DeadlineExceeded("scoring did not finish within the request deadline")
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - started
+            timing[stage] = round(elapsed * 1000, 3)
+            self.metrics.stage_seconds.labels(stage).observe(elapsed)
+
+    def _result(
+        self,
+        score: float,
+        frame_scores: np.ndarray,
+        decoded: Decoded,
+        data: bytes,
+        mode: str,
+        timing: dict[str, float],
+    ) -> dict[str, Any]:
+        assert self.model.info is not None
+        sha1 = hashlib.sha1(data).hexdigest()
+        result: dict[str, Any] = {
+            "score": score,
+            "model": self.model.info.as_dict(),
+            "preprocessing": mode,
+            "image": {
+                "sha1": sha1,
+                # MediaWiki keys files by SHA-1 in base 36 (img_sha1): store scores the same way.
+                "sha1_base36": np.base_repr(int(sha1, 16), 36).lower().zfill(31),
+                "format": decoded.format,
+                "width": decoded.width,
+                "height": decoded.height,
+                "frames": decoded.frames_total,
+                "truncated": decoded.truncated,
+            },
+            "timing_ms": {key: round(value, 3) for key, value in timing.items()},
+        }
+        if len(decoded.frame_indices) > 1:
+            result["frame_scores"] = [
+                {"index": index, "score": float(s)}
+                for index, s in zip(decoded.frame_indices, frame_scores, strict=True)
+            ]
+        return result

@@ -1,0 +1,94 @@
+"""``python -m function.serve``: the function on gunicorn, started the TensorFlow-safe way.
+
+functions-framework's own CLI builds the app (and so imports the function and whatever it
+loads) in gunicorn's master, *before* forking the worker; a runtime with threads of its own
+(TensorFlow, XNNPACK) does not survive a fork. Here gunicorn loads functions-framework's app
+in the worker process itself (no ``preload_app``), and the model is loaded there, after the
+fork, by ``post_worker_init``. Readiness stays 503 until the load and one warm-up inference
+are done.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import functions_framework
+import gunicorn.app.base
+from flask import Flask
+
+from function.config import Settings
+from function.logs import GunicornJsonLogger, configure_logging
+from function.service import Service
+
+SOURCE = Path(__file__).with_name("main.py")
+TARGET = "score"
+EXTENSION = "nsfwoid"
+
+
+def service_of(app: Flask) -> Service:
+    """The service that ``main.py`` registered on functions-framework's Flask app."""
+    service = app.extensions[EXTENSION]
+    assert isinstance(service, Service)
+    return service
+
+
+def post_worker_init(worker: Any) -> None:
+    """In the worker, after the fork: load the model and make SIGTERM drain readiness first."""
+    service = service_of(worker.wsgi)
+    service.start()
+    gunicorn_handler = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        # Readiness turns 503 first so the router stops sending; gunicorn's own handler then
+        # stops accepting and lets requests in flight finish within graceful_timeout.
+        service.begin_shutdown()
+        if callable(gunicorn_handler):
+            gunicorn_handler(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+class Server(gunicorn.app.base.BaseApplication):
+    def __init__(self, settings: Settings) -> None:
+        self.options = {
+            "bind": f"0.0.0.0:{settings.port}",
+            "workers": 1,  # one model per container; Knative scales containers, not workers
+            "worker_class": "gthread",
+            # Admission control answers 503 beyond max_in_flight, so a few threads more than
+            # that keep probes, metrics and those fast 503s answered while scoring is full.
+            "threads": settings.max_in_flight + 8,
+            "timeout": 0,  # a long inference is not a hung worker; our deadline handles it
+            "graceful_timeout": max(settings.request_deadline + 5, 10),
+            "keepalive": 5,
+            "accesslog": "-",
+            "errorlog": "-",
+            "logger_class": GunicornJsonLogger,
+            "loglevel": settings.log_level.lower(),
+            "post_worker_init": post_worker_init,
+            "limit_request_line": 8190,
+        }
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        # Called in the worker (preload_app is off): imports main.py after the fork.
+        app = functions_framework.create_app(TARGET, str(SOURCE), "http")
+        assert isinstance(app, Flask)
+        return app
+
+
+def main() -> None:
+    settings = Settings.from_env(os.environ)
+    configure_logging(settings.log_level)
+    Server(settings).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The service's life cycle and shared state: settings, model, batcher, fetcher, metrics.
+
+Created cheaply at import of the entry point; ``start`` (called in the serving process,
+after gunicorn's fork) loads the model in a background thread so liveness answers at once
+and readiness turns 200 only after the warm-up inference.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from function.batcher import Batcher
+from function.config import Settings
+from function.decode import configure_pillow
+from function.errors import Overloaded
+from function.events import EventCache
+from function.fetch import Fetcher
+from function.logs import configure_logging, log
+from function.metrics import Metrics
+from function.model import Model
+from function.pipeline import Pipeline
+
+logger = logging.getLogger("nsfwoid")
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.model = Model(settings.model_dir, settings.runtime, settings.inference_threads)
+        self.batcher = Batcher(
+            self.model,
+            max_batch=settings.batch_max,
+            max_wait=settings.batch_wait_ms / 1000,
+            on_batch=lambda size, _: self.metrics.batch_size.observe(size),
+        )
+        self.fetcher = Fetcher(settings)
+        self.pipeline = Pipeline(settings, self.model, self.batcher, self.fetcher, self.metrics)
+        self.event_cache = EventCache(settings.event_cache_size)
+        self.started_at = time.monotonic()
+        self.load_error: str | None = None
+        self._slots = threading.BoundedSemaphore(settings.max_in_flight)
+        self._draining = threading.Event()
+        self._start_lock = threading.Lock()
+        self._loader: threading.Thread | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.model.ready and not self._draining.is_set()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining.is_set()
+
+    def start(self, *, wait: bool = False) -> None:
+        """Load and warm the model in the background (idempotent)."""
+        with self._start_lock:
+            if self._loader is None:
+                if not logging.getLogger().handlers:  # run by functions-framework's own CLI
+                    configure_logging(self.settings.log_level)
+                configure_pillow()
+                if self.settings.allow_private_networks:
+                    log(
+                        logger,
+                        logging.WARNING,
+                        "NSFWOID_ALLOW_PRIVATE_NETWORKS is on: URL fetches may reach private, "
+                        "loopback and link-local addresses. Never enable this in production.",
+                        setting="NSFWOID_ALLOW_PRIVATE_NETWORKS",
+                    )
+                self._loader = threading.Thread(
+                    target=self._load, name="nsfwoid-loader", daemon=True
+                )
+                self._loader.start()
+        if wait:
+            self._loader.join()
+
+    def _load(self) -> None:
+        try:
+            self.model.load()
+            self.batcher.start()
+            self.model.warm_up()
+        except Exception as exc:  # keep serving liveness; readiness reports the failure
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            logger.exception("model failed to load", extra={"fields": {"outcome": "error"}})
+            return
+        info = self.model.info
+        assert info is not None
+        self.metrics.model_load_seconds.set(self.model.load_seconds)
+        self.metrics.model_warmup_seconds.set(self.model.warmup_seconds)
+        self.metrics.model_info.labels(info.name, info.version, info.runtime, info.sha256).set(1)
+        self.metrics.ready.set(1)
+        log(
+            logger,
+            logging.INFO,
+            "model ready",
+            model_version=info.version,
+            runtime=info.runtime,
+            load_s=round(self.model.load_seconds, 3),
+            warmup_s=round(self.model.warmup_seconds, 3),
+            since_start_s=round(time.monotonic() - self.started_at, 3),
+        )
+
+    def begin_shutdown(self) -> None:
+        """SIGTERM: readiness turns 503 at once; requests in flight carry on."""
+        if not self._draining.is_set():
+            self._draining.set()
+            self.metrics.ready.set(0)
+            log(logger, logging.INFO, "draining: readiness now 503")
+
+    def stop(self) -> None:
+        self.begin_shutdown()
+        self.batcher.stop()
+        self.fetcher.close()
+
+    @contextmanager
+    def admitted(self) -> Iterator[None]:
+        """At most ``max_in_flight`` scoring requests; beyond that a fast 503, never a queue."""
+        if not self._slots.acquire(blocking=False):
+            self.metrics.rejected.labels("overloaded").inc()
+            raise Overloaded("too many requests in flight; retry shortly")
+        self.metrics.in_flight.inc()
+        try:
+            yield
+        finally:
+            self.metrics.in_flight.dec()
+            self._slots.release()
