@@ -65,6 +65,13 @@ def log(logger: logging.Logger, level: int, message: str, **fields: Any) -> None
     logger.log(level, message, extra={"fields": fields})
 
 
+def _header(resp: Any, name: str) -> str | None:
+    for key, value in getattr(resp, "headers", None) or ():
+        if str(key).lower() == name:
+            return str(value)
+    return None
+
+
 class GunicornJsonLogger(GunicornLogger):
     """gunicorn's error and access logs as the same JSON lines."""
 
@@ -90,7 +97,7 @@ class GunicornJsonLogger(GunicornLogger):
                     "duration_ms": round(request_time.total_seconds() * 1000, 3),
                     "remote": environ.get("REMOTE_ADDR"),
                     "user_agent": environ.get("HTTP_USER_AGENT"),
-                    "request_id": environ.get("HTTP_X_REQUEST_ID"),
+                    "request_id": _header(resp, "x-request-id") or environ.get("HTTP_X_REQUEST_ID"),
                 }
             },
         )

@@ -62,7 +62,7 @@ class Server(gunicorn.app.base.BaseApplication):
             # that keep probes, metrics and those fast 503s answered while scoring is full.
             "threads": settings.max_in_flight + 8,
             "timeout": 0,  # a long inference is not a hung worker; our deadline handles it
-            "graceful_timeout": max(settings.request_deadline + 5, 10),
+            "graceful_timeout": int(max(settings.request_deadline + 5, 10)),
             "keepalive": 5,
             "accesslog": "-",
             "errorlog": "-",
@@ -70,6 +70,9 @@ class Server(gunicorn.app.base.BaseApplication):
             "loglevel": settings.log_level.lower(),
             "post_worker_init": post_worker_init,
             "limit_request_line": 8190,
+            # gunicorn's control socket wants a writable $HOME; a read-only, non-root
+            # container has none, and nothing here uses it.
+            "control_socket_disable": True,
         }
         super().__init__()
 
