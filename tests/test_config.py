@@ -1,0 +1,68 @@
+"""function/config.py: read once, validated, errors that name the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from function.config import ConfigError, Settings
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env({})
+    assert settings.port == 8080 and settings.preprocessing == "standard"
+    assert settings.runtime == "litert" and settings.max_pixels == 50_000_000
+    assert settings.max_batch_urls == 16 and settings.max_frames == 8
+    assert settings.max_body_bytes == settings.max_fetch_bytes == 25 * 1024 * 1024
+    assert settings.allow_private_networks is False and settings.allowed_hosts == ()
+    assert settings.max_redirects == 5 and "nsfwoid" in settings.user_agent
+    assert settings.event_source == "/nsfwoid"
+
+
+def test_values_are_parsed() -> None:
+    settings = Settings.from_env(
+        {
+            "PORT": "9000",
+            "NSFWOID_PREPROCESSING": "Reference",
+            "NSFWOID_RUNTIME": "tensorflow",
+            "NSFWOID_MODEL_DIR": "/srv/model",
+            "NSFWOID_ALLOWED_HOSTS": "upload.wikimedia.org, *.example.org.",
+            "NSFWOID_ALLOW_PRIVATE_NETWORKS": "yes",
+            "NSFWOID_FETCH_DEADLINE": "2.5",
+            "NSFWOID_LOG_LEVEL": "debug",
+            "K_SERVICE": "nsfwoid",
+            "K_REVISION": "nsfwoid-00002",
+        }
+    )
+    assert settings.port == 9000 and settings.preprocessing == "reference"
+    assert settings.runtime == "tensorflow" and settings.model_dir == Path("/srv/model")
+    assert settings.allowed_hosts == ("upload.wikimedia.org", "*.example.org")
+    assert settings.allow_private_networks is True and settings.fetch_deadline == 2.5
+    assert settings.log_level == "DEBUG"
+    assert settings.event_source == "/nsfwoid/nsfwoid-00002"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PORT", "eighty"),
+        ("PORT", "-1"),
+        ("NSFWOID_PREPROCESSING", "fancy"),
+        ("NSFWOID_RUNTIME", "onnx"),
+        ("NSFWOID_MAX_PIXELS", "0"),
+        ("NSFWOID_FETCH_DEADLINE", "nan"),
+        ("NSFWOID_ALLOW_PRIVATE_NETWORKS", "maybe"),
+        ("NSFWOID_ALLOWED_HOSTS", "*example.org"),
+        ("NSFWOID_MAX_REDIRECTS", "-2"),
+    ],
+)
+def test_bad_values_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings.from_env({})
+    with pytest.raises(AttributeError):
+        settings.port = 1  # type: ignore[misc]

@@ -1,0 +1,118 @@
+"""function/decode.py: what a viewer sees (standard) versus Yahoo's first frame (reference)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageCms
+
+from function.decode import configure_pillow, decode, sniff
+from function.errors import ImageTooLarge, UndecodableImage, UnsupportedMediaType
+from tests.photos import photo_bytes, photo_jpeg
+
+CAPS = {"max_pixels": 50_000_000, "max_frames": 8}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def pillow() -> None:
+    configure_pillow()
+
+
+def encode(image: Image.Image, fmt: str, **params: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def test_sniff_knows_the_allowed_formats_only() -> None:
+    image = Image.new("RGB", (8, 8))
+    for fmt in ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"):
+        assert sniff(encode(image, fmt)) == fmt
+    assert sniff(b"%!PS-Adobe-3.0 EPSF-3.0") is None
+    assert sniff(b"<svg xmlns='http://www.w3.org/2000/svg'/>") is None
+    with pytest.raises(UnsupportedMediaType):
+        decode(b"8BPS\x00\x01", mode="standard", **CAPS)
+
+
+def test_exif_orientation_applied_in_standard_only() -> None:
+    image = Image.new("RGB", (200, 100), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    data = encode(image, "JPEG", exif=exif.tobytes())
+    standard = decode(data, mode="standard", **CAPS)
+    reference = decode(data, mode="reference", **CAPS)
+    assert standard.frames[0].size == (100, 200)
+    assert reference.frames[0].size == (200, 100)
+    assert (standard.width, standard.height) == (200, 100)  # as stored, reported as such
+
+
+def test_transparency_composited_onto_white() -> None:
+    clear = Image.new("RGBA", (50, 50), (0, 0, 0, 0))
+    standard = decode(encode(clear, "PNG"), mode="standard", **CAPS)
+    reference = decode(encode(clear, "PNG"), mode="reference", **CAPS)
+    assert standard.frames[0].getpixel((25, 25)) == (255, 255, 255)
+    assert reference.frames[0].getpixel((25, 25)) == (0, 0, 0)  # convert('RGB') drops alpha
+
+
+def test_cmyk_jpeg_becomes_rgb() -> None:
+    cmyk = Image.new("CMYK", (40, 40), (0, 255, 255, 0))  # red
+    decoded = decode(encode(cmyk, "JPEG"), mode="standard", **CAPS)
+    red, green, blue = decoded.frames[0].getpixel((20, 20))
+    assert decoded.frames[0].mode == "RGB" and red > 200 and green < 60 and blue < 60
+
+
+def test_icc_profile_is_converted_to_srgb() -> None:
+    # scikit-image's rocket.jpg carries an Adobe RGB (1998) profile: a viewer shows it in
+    # sRGB with more saturated colours than the raw values; reference mode keeps the raw.
+    data = photo_bytes("rocket")
+    with Image.open(io.BytesIO(data)) as image:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(image.info["icc_profile"]))
+        assert "Adobe RGB" in ImageCms.getProfileDescription(profile)
+        expected = ImageCms.profileToProfile(image, profile, ImageCms.createProfile("sRGB"))
+        raw = image.convert("RGB")
+    standard = decode(data, mode="standard", **CAPS).frames[0]
+    reference = decode(data, mode="reference", **CAPS).frames[0]
+    assert np.array_equal(np.asarray(reference), np.asarray(raw))
+    assert np.array_equal(np.asarray(standard), np.asarray(expected))
+    assert not np.array_equal(np.asarray(standard), np.asarray(reference))
+
+
+def test_large_jpeg_is_drafted_under_the_pixel_cap_in_standard_mode() -> None:
+    data = photo_jpeg("coffee", (4000, 3000))  # 12 MP
+    caps = {"max_pixels": 2_000_000, "max_frames": 8}
+    standard = decode(data, mode="standard", **caps)
+    assert (standard.width, standard.height) == (4000, 3000)
+    assert standard.frames[0].size == (500, 375)  # 1/8 DCT scaling, still >= 256 px
+    with pytest.raises(ImageTooLarge):
+        decode(data, mode="reference", **caps)
+
+
+def test_animation_frames_sampled_within_the_pixel_budget() -> None:
+    frames = [Image.new("RGB", (100, 100), (i, 0, 0)) for i in range(20)]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    decoded = decode(data, mode="standard", max_pixels=100 * 100 * 10, max_frames=4)
+    # Only the first 10 frames fit the budget (compositing decodes every frame up to k).
+    assert decoded.frames_total == 20 and decoded.frame_indices == (0, 3, 6, 9)
+    assert len(decoded.frames) == 4
+    with pytest.raises(ImageTooLarge):
+        decode(data, mode="standard", max_pixels=100 * 99, max_frames=4)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF"])
+def test_truncation_is_reported(fmt: str) -> None:
+    rng = np.random.default_rng(3)
+    image = Image.fromarray(rng.integers(0, 256, (300, 300, 3), dtype=np.uint8))
+    if fmt == "GIF":
+        image = image.convert("P")
+    data = encode(image, fmt)
+    assert decode(data, mode="standard", **CAPS).truncated is False
+    cut = decode(data[: len(data) * 3 // 4], mode="standard", **CAPS)
+    assert cut.truncated is True and cut.frames[0].size == (300, 300)
+
+
+def test_garbage_after_a_valid_header_is_422() -> None:
+    data = encode(Image.new("RGB", (64, 64)), "PNG")
+    with pytest.raises(UndecodableImage):
+        decode(data[:40] + b"\x00" * 20, mode="standard", **CAPS)
