@@ -9,18 +9,23 @@ deterministic for a given (source, id) and a bounded cache answers repeats witho
 from __future__ import annotations
 
 import json
+import math
 import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, unquote
 
+# ``cloudevents.http.to_binary``/``to_structured`` are deprecated aliases that warn on every
+# call; the ``conversion`` functions are the same code without the warning.
+from cloudevents.conversion import to_binary, to_structured
 from cloudevents.exceptions import GenericException
-from cloudevents.http import CloudEvent, from_http, to_binary, to_structured
+from cloudevents.http import CloudEvent, from_http
 
 from function.config import PREPROCESSING_MODES, Settings
-from function.errors import InvalidRequest, UnsupportedMediaType
+from function.errors import InvalidRequest, ScoringError, UnsupportedMediaType
 from function.pipeline import Source
 
 STRUCTURED = "application/cloudevents+json"
@@ -40,6 +45,12 @@ _CORE_ATTRIBUTES = frozenset(
     }
 )
 _RESERVED_DATA_KEYS = frozenset({"url", "preprocessing"})
+# Extensions added by the delivery machinery, not by the producer: they describe this delivery
+# (arrival time, trace, dead-letter details), change between redeliveries, and are not echoed.
+_DELIVERY_EXTENSIONS = frozenset({"traceparent", "tracestate"})
+_DELIVERY_PREFIX = "knative"
+
+Reply = tuple[dict[str, str], bytes]
 
 
 def is_cloudevent(headers: Mapping[str, str]) -> bool:
@@ -70,17 +81,30 @@ def parse(headers: Mapping[str, str], body: bytes) -> ScoringEvent:
     structured = content_type == STRUCTURED
     try:
         # Keep data as raw bytes: we decide by datacontenttype whether it is JSON or an image.
-        event = from_http(dict(headers), body, data_unmarshaller=lambda raw: raw)
+        event = from_http(_decode_headers(headers), body, data_unmarshaller=lambda raw: raw)
     except GenericException as exc:
         raise InvalidRequest(f"malformed CloudEvent: {exc}") from exc
     attributes = event.get_attributes()
+    for name in ("id", "source", "type"):
+        # The SDK accepts "" or a JSON object here; the spec wants a non-empty string, and the
+        # (source, id) pair is our idempotency key.
+        if not isinstance(attributes.get(name), str) or not attributes[name]:
+            raise InvalidRequest(f"malformed CloudEvent: '{name}' must be a non-empty string")
     data = event.get_data()
     data_type = str(attributes.get("datacontenttype") or "application/json").split(";")[0].lower()
-    extensions = {k: v for k, v in attributes.items() if k not in _CORE_ATTRIBUTES}
+    extensions = {
+        k: v
+        for k, v in attributes.items()
+        if k not in _CORE_ATTRIBUTES
+        and k not in _DELIVERY_EXTENSIONS
+        and not k.startswith(_DELIVERY_PREFIX)
+    }
 
     if data_type.startswith("image/") or data_type == "application/octet-stream":
         if isinstance(data, str):
-            data = data.encode("latin-1")
+            # Structured mode with "data" instead of "data_base64": the SDK hands back the JSON
+            # text, not the image, so there are no bytes to decode.
+            raise InvalidRequest("a structured event carries image bytes in 'data_base64'")
         if not isinstance(data, bytes | bytearray) or not data:
             raise InvalidRequest("the event carries no image bytes")
         mode = extensions.pop("preprocessing", None)
@@ -96,12 +120,51 @@ def parse(headers: Mapping[str, str], body: bytes) -> ScoringEvent:
     return _event(attributes, structured, Source(url=url), payload.get("preprocessing"), echo)
 
 
+def _decode_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Undo the HTTP binding's percent-encoding of ``ce-*`` values (the 1.x SDK does not).
+
+    WSGI hands header values over as latin-1 text; a producer that sent raw UTF-8 is read back
+    as UTF-8 before the ``%XX`` sequences are decoded.
+    """
+    decoded: dict[str, str] = {}
+    for key, value in headers.items():
+        if key.lower().startswith("ce-"):
+            try:
+                value = value.encode("latin-1").decode("utf-8")
+            except (UnicodeEncodeError, UnicodeDecodeError):
+                pass  # not UTF-8 bytes: keep the text as it came
+            value = unquote(value)
+        decoded[key] = value
+    return decoded
+
+
+def _encode_header(value: str) -> str:
+    """Percent-encode as the HTTP binding requires: UTF-8, and all but printable ASCII."""
+    return "".join(c if "!" <= c <= "~" and c not in '"%' else quote(c, safe="") for c in value)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 overflows to inf, which is not JSON either
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
 def _json_object(data: Any) -> dict[str, Any]:
     if isinstance(data, dict):
         return data
     try:
-        payload = json.loads(data) if isinstance(data, str | bytes | bytearray) else None
-    except (ValueError, UnicodeDecodeError) as exc:
+        # NaN/Infinity are not JSON: echoing them back would make the reply invalid JSON.
+        payload = (
+            json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
+            if isinstance(data, str | bytes | bytearray)
+            else None
+        )
+    except ValueError as exc:  # includes JSONDecodeError and UnicodeDecodeError
         raise InvalidRequest("event data is not valid JSON") from exc
     if not isinstance(payload, dict):
         raise InvalidRequest("event data must be a JSON object")
@@ -128,9 +191,7 @@ def _event(
     )
 
 
-def reply(
-    event: ScoringEvent, result: Mapping[str, Any], settings: Settings
-) -> tuple[dict[str, str], bytes]:
+def reply(event: ScoringEvent, result: Mapping[str, Any], settings: Settings) -> Reply:
     """The scored event, in the request's HTTP mode: (headers, body)."""
     image = result["image"]
     data = {
@@ -161,28 +222,37 @@ def reply(
         "datacontenttype": "application/json",
     }
     out = CloudEvent(attributes, data)
-    headers, body = to_structured(out) if event.structured else to_binary(out)
+    if event.structured:
+        headers, body = to_structured(out)
+    else:
+        headers, body = to_binary(out)
+        # A URL subject may hold any Unicode; an HTTP header may not (werkzeug writes latin-1).
+        headers = {
+            k: _encode_header(v) if k.lower().startswith("ce-") else v for k, v in headers.items()
+        }
     return dict(headers), body if isinstance(body, bytes) else str(body).encode()
 
 
 class EventCache:
-    """A small LRU of replies by (source, id): repeats are answered without refetching."""
+    """A small LRU of outcomes by (source, id): repeats are answered without refetching.
+
+    An outcome is a reply, or a permanent (4xx) error that a repeat must meet again; transient
+    errors are never stored, so a redelivery after one is scored afresh.
+    """
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._items: OrderedDict[tuple[object, ...], tuple[int, dict[str, str], bytes]] = (
-            OrderedDict()
-        )
+        self._items: OrderedDict[tuple[object, ...], Reply | ScoringError] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[object, ...]) -> tuple[int, dict[str, str], bytes] | None:
+    def get(self, key: tuple[object, ...]) -> Reply | ScoringError | None:
         with self._lock:
             hit = self._items.get(key)
             if hit is not None:
                 self._items.move_to_end(key)
             return hit
 
-    def put(self, key: tuple[object, ...], value: tuple[int, dict[str, str], bytes]) -> None:
+    def put(self, key: tuple[object, ...], value: Reply | ScoringError) -> None:
         if self._capacity <= 0:
             return
         with self._lock:

@@ -205,9 +205,11 @@ class Router:
         cached = service.event_cache.get(event.key)
         if cached is not None:
             service.metrics.event_duplicates.inc()
-            status, headers, payload = cached
             context["duplicate"] = True
-            return Response(payload, status=status, headers=headers)
+            if isinstance(cached, ScoringError):
+                raise cached  # the same permanent answer, logged and counted as that error
+            headers, payload = cached
+            return Response(payload, status=200, headers=headers)
         counter = service.metrics.events.labels(event.type, event.source, "ok")
         try:
             result = self._score_one(event.image, event.mode, deadline, context)
@@ -216,13 +218,10 @@ class Router:
                 exemplar={"event_id": event.id[:64]}
             )
             if error.status < 500:  # permanent: a repeat must get the same answer
-                response = error_response(error, request_id)
-                service.event_cache.put(
-                    event.key, (error.status, dict(response.headers), response.get_data())
-                )
+                service.event_cache.put(event.key, error)
             raise
         counter.inc(exemplar={"event_id": event.id[:64]})
         context["score"] = result["score"]
         headers, payload = events.reply(event, result, service.settings)
-        service.event_cache.put(event.key, (200, headers, payload))
+        service.event_cache.put(event.key, (headers, payload))
         return Response(payload, status=200, headers=headers)
