@@ -79,11 +79,20 @@ def parse(headers: Mapping[str, str], body: bytes) -> ScoringEvent:
     """Turn an HTTP request into a ScoringEvent, or raise a 4xx error."""
     content_type = headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
     structured = content_type == STRUCTURED
+    lowered = {k.lower() for k in headers}
+    if not structured and "ce-specversion" in lowered:
+        # The SDK takes binary mode only when all four are present and otherwise reads the body
+        # as a structured event: name what is missing instead of failing on the image bytes.
+        missing = [h for h in ("ce-id", "ce-source", "ce-type") if h not in lowered]
+        if missing:
+            raise InvalidRequest(f"binary-mode CloudEvent without {', '.join(missing)}")
     try:
         # Keep data as raw bytes: we decide by datacontenttype whether it is JSON or an image.
         event = from_http(_decode_headers(headers), body, data_unmarshaller=lambda raw: raw)
-    except GenericException as exc:
-        raise InvalidRequest(f"malformed CloudEvent: {exc}") from exc
+    except (GenericException, ValueError, TypeError, AttributeError, KeyError) as exc:
+        # The SDK raises more than its own exceptions on untrusted input: a structured body
+        # that is not a JSON object fails inside it (AttributeError, JSONDecodeError).
+        raise InvalidRequest("malformed CloudEvent") from exc
     attributes = event.get_attributes()
     for name in ("id", "source", "type"):
         # The SDK accepts "" or a JSON object here; the spec wants a non-empty string, and the
