@@ -393,22 +393,55 @@ def test_trigger_routes_uploads_to_the_service_and_scores_to_a_sink():
     assert store["subscriber"]["ref"]["name"] != SERVICE_NAME  # no scoring loop
 
 
-def test_openfaas_stack_deploys_the_same_image_and_settings():
+WATCHDOG_ENV = {
+    "mode",
+    "upstream_url",
+    "ready_path",
+    "exec_timeout",
+    "read_timeout",
+    "write_timeout",
+}
+OPENFAAS_CONTAINERFILE = KNATIVE / "openfaas.Containerfile"
+
+
+def _containerfile_env(text: str) -> dict[str, str]:
+    """The ENV block of knative/openfaas.Containerfile as a dict (KEY=value pairs)."""
+    block = re.search(r"^ENV (.*?)(?=^\S)", text, re.MULTILINE | re.DOTALL)
+    assert block, "no ENV block"
+    pairs = re.findall(r'(\w+)=("[^"]*"|\S+)', block.group(1))
+    return {key: value.strip('"') for key, value in pairs}
+
+
+def test_openfaas_stack_runs_the_same_image_behind_of_watchdog_http_mode():
     stack = stack_doc()
     assert stack["version"] == 1.0
     assert stack["provider"]["name"] == "openfaas"
     function = stack["functions"][SERVICE_NAME]
     service = service_doc()
     container = container_of(service)
-    assert function["image"] == container["image"]
+    # The OpenFaaS image is the Knative image with of-watchdog added, nothing else.
+    text = OPENFAAS_CONTAINERFILE.read_text(encoding="utf-8")
+    assert f"ARG IMAGE={container['image']}" in text
+    assert function["image"] == container["image"].replace("/nsfwoid:", "/nsfwoid-openfaas:")
+    image_env = _containerfile_env(text)
+    assert image_env["mode"] == "http" and image_env["port"] == "8080"
+    assert image_env["upstream_url"] == f"http://127.0.0.1:{image_env['PORT']}"
+    assert image_env["PORT"] != image_env["port"]  # ours behind, the watchdog's in front
+    assert image_env["fprocess"].endswith("-m function.serve")
+    assert image_env["ready_path"] == "/readyz"
     env = function["environment"]
+    watchdog = {k: str(env[k]) for k in WATCHDOG_ENV}
+    assert watchdog == {k: image_env[k] for k in WATCHDOG_ENV}
+    for timeout in ("exec_timeout", "read_timeout", "write_timeout"):
+        assert int(watchdog[timeout].removesuffix("s")) > Settings().request_deadline
+    env = {k: v for k, v in env.items() if k not in WATCHDOG_ENV}
     assert not RESERVED_ENV & env.keys()
     assert env_problems({k: str(v) for k, v in env.items()}) == []
     shared = env.keys() & env_of(service).keys()
     assert {k: str(env[k]) for k in shared} == {k: env_of(service)[k] for k in shared}
     annotations = function["annotations"]
-    assert annotations["com.openfaas.health.http.path"] == "/healthz"
-    assert annotations["com.openfaas.ready.http.path"] == "/readyz"
+    assert annotations["com.openfaas.health.http.path"] == "/_/health"
+    assert annotations["com.openfaas.ready.http.path"] == "/_/ready"
     labels = function["labels"]
     assert labels["com.openfaas.scale.zero"] == "true"
     assert 1 <= int(labels["com.openfaas.scale.min"]) <= int(labels["com.openfaas.scale.max"])
