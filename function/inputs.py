@@ -40,6 +40,15 @@ def wants_text(request: Request, *, default: bool) -> bool:
     return default if json_q == text_q else text_q > json_q
 
 
+def prefers_text(request: Request) -> bool:
+    """Bare float answers: the form's default (the old service's ``curl -d url=…``); the other
+    single-image forms when ``Accept`` prefers ``text/plain``; JSON bodies never."""
+    content_type = (request.mimetype or "").lower()
+    if content_type == JSON or content_type.endswith("+json"):
+        return False
+    return wants_text(request, default=content_type == FORM)
+
+
 def parse(request: Request, settings: Settings) -> ScoreRequest:
     mode = request.args.get("preprocessing")
     if mode is not None and mode not in PREPROCESSING_MODES:
@@ -55,9 +64,7 @@ def parse(request: Request, settings: Settings) -> ScoreRequest:
             url = request.form.get("url", "").strip()
             if not url:
                 raise InvalidRequest("the form needs a 'url' field")
-            return ScoreRequest(
-                [Source(url=url)], "form", False, wants_text(request, default=True), mode
-            )
+            return ScoreRequest([Source(url=url)], "form", False, prefers_text(request), mode)
         if content_type == MULTIPART:
             return _multipart(request, mode)
         if content_type == JSON or content_type.endswith("+json"):
@@ -66,9 +73,7 @@ def parse(request: Request, settings: Settings) -> ScoreRequest:
             data = request.get_data(cache=False)
             if not data:
                 raise InvalidRequest("the request body is empty: send the image bytes")
-            return ScoreRequest(
-                [Source(data=data)], "raw", False, wants_text(request, default=False), mode
-            )
+            return ScoreRequest([Source(data=data)], "raw", False, prefers_text(request), mode)
     except RequestEntityTooLarge as exc:
         raise PayloadTooLarge(
             f"the request body is larger than {settings.max_body_bytes} bytes"
@@ -90,14 +95,10 @@ def _multipart(request: Request, mode: str | None) -> ScoreRequest:
         data = upload.read()
         if not data:
             raise InvalidRequest("the 'file' part is empty")
-        return ScoreRequest(
-            [Source(data=data)], "multipart", False, wants_text(request, default=False), mode
-        )
+        return ScoreRequest([Source(data=data)], "multipart", False, prefers_text(request), mode)
     url = request.form.get("url", "").strip()
     if url:
-        return ScoreRequest(
-            [Source(url=url)], "multipart", False, wants_text(request, default=False), mode
-        )
+        return ScoreRequest([Source(url=url)], "multipart", False, prefers_text(request), mode)
     raise InvalidRequest("multipart requests need a 'file' part or a 'url' field")
 
 

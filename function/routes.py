@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,14 @@ from function.service import Service
 
 logger = logging.getLogger("nsfwoid")
 SPEC = Path(__file__).with_name("openapi.yaml")
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def _request_id(supplied: str) -> str:
+    """The caller's X-Request-Id when it is a safe token (it is echoed and logged), else ours."""
+    return supplied if _REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
 
 
 class Router:
@@ -109,20 +118,20 @@ class Router:
     # --- scoring ----------------------------------------------------------------------
     def _post(self, request: Request) -> Response:
         service = self.service
-        request_id = request.headers.get("X-Request-Id", "")[:128] or uuid.uuid4().hex
+        request_id = _request_id(request.headers.get("X-Request-Id", ""))
         started = time.perf_counter()
         is_event = events.is_cloudevent(dict(request.headers))
         kind = "event" if is_event else "unknown"
-        text = False
+        # Decided before parsing, so that a form without a url is told so in plain text too.
+        text = not is_event and inputs.prefers_text(request)
         with log_context(request_id=request_id) as context:
             outcome = "ok"
             try:
                 with service.admitted():
                     if not service.model.ready:
+                        failed = service.load_error is not None
                         raise NotReady(
-                            service.load_error
-                            and "the model failed to load"
-                            or "the model is still loading"
+                            "the model failed to load" if failed else "the model is still loading"
                         )
                     deadline = time.monotonic() + service.settings.request_deadline
                     if is_event:
@@ -134,7 +143,7 @@ class Router:
                         response = self._score(parsed, request_id, deadline, context)
             except ScoringError as error:
                 outcome = error.code
-                response = self._error(error, request_id, text, kind)
+                response = self._error(error, request_id, text)
             except Exception:  # a bug: log it whole, tell the caller little
                 outcome = "internal_error"
                 logger.exception("unhandled error while scoring")
@@ -154,7 +163,7 @@ class Router:
             )
             return response
 
-    def _error(self, error: ScoringError, request_id: str, text: bool, kind: str) -> Response:
+    def _error(self, error: ScoringError, request_id: str, text: bool) -> Response:
         if isinstance(error, DeadlineExceeded):
             self.service.metrics.rejected.labels("deadline").inc()
         return error_response(error, request_id, text=text)
