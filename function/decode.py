@@ -58,6 +58,10 @@ _DECODE_ERRORS = (
     Image.DecompressionBombWarning,
 )
 
+# Formats whose frames decode on their own (pages, not an animation): seeking to one does not
+# decode the ones before it.
+_INDEPENDENT_FRAMES = ("TIFF", "MPO")
+
 _SRGB = ImageCms.createProfile("sRGB")
 _WHITE = (255, 255, 255)
 
@@ -80,6 +84,14 @@ def configure_pillow() -> None:
     # Decode truncated files as far as they go instead of failing: uploads cut short are
     # common and still worth a score. ``Decoded.truncated`` tells the caller.
     ImageFile.LOAD_TRUNCATED_IMAGES = True
+    _warning_filters()
+
+
+def _warning_filters() -> None:
+    # Pillow warns about damage it recovers from (corrupt EXIF, odd TIFF metadata): the image
+    # still decodes and is scored, so the warning says nothing the caller needs. Ignored
+    # here, it cannot become an exception where warnings are errors (python -W error, tests).
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
     # Our own pixel cap is checked first; should a configured cap exceed Pillow's own bomb
     # limit, its warning must still refuse the image rather than go by unnoticed.
     warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -104,7 +116,7 @@ def decode(data: bytes, *, mode: str, max_pixels: int, max_frames: int) -> Decod
         )
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            _warning_filters()
             image = Image.open(io.BytesIO(data), formats=[claimed])
             with image:
                 if mode == "reference":
@@ -164,11 +176,22 @@ def _decode_standard(image: Image.Image, data: bytes, max_pixels: int, max_frame
     reachable = min(frames_total, max_pixels // per_frame)
     count = min(max_frames, reachable)
     indices = tuple(int(i) for i in np.unique(np.linspace(0, reachable - 1, count).round()))
+    # The first frame's size is no promise about the others: TIFF pages each declare their
+    # own, and a GIF frame may grow the canvas. So walk the frames that will be decoded and
+    # charge each one's own size to the budget *before* its pixels are decoded.
+    walk = indices if fmt in _INDEPENDENT_FRAMES else range(indices[-1] + 1)
+    spent = 0
     frames: list[Image.Image] = []
-    for index in indices:
+    for index in walk:
         image.seek(index)
-        image.load()
-        frames.append(_as_viewed(image, exif_source=None))
+        spent += image.size[0] * image.size[1]
+        if spent > max_pixels:
+            raise ImageTooLarge(
+                f"the frames decoded up to frame {index} exceed the limit of {max_pixels} pixels"
+            )
+        if index in indices:
+            image.load()
+            frames.append(_as_viewed(image, exif_source=None))
     truncated = _is_truncated(image, data)
     return Decoded(fmt, width, height, frames_total, indices, truncated, frames)
 
@@ -221,4 +244,12 @@ def _is_truncated(image: Image.Image, data: bytes) -> bool:
     if fmt == "BMP":
         declared = struct.unpack_from("<I", data, 2)[0]
         return 0 < len(data) < declared
+    if fmt == "TIFF":
+        # Strips (or tiles) that point past the end of the file were cut off.
+        tags = getattr(image, "tag_v2", {})
+        offsets, counts = tags.get(273) or tags.get(324), tags.get(279) or tags.get(325)
+        if isinstance(offsets, int):
+            offsets, counts = (offsets,), (counts,)
+        if offsets and counts:
+            return max(o + c for o, c in zip(offsets, counts, strict=False)) > len(data)
     return False

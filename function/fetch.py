@@ -12,16 +12,24 @@ host's 404/403/410 stay retryable 502s on purpose (an upload may not be fetchabl
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import re
+import socket
 import threading
 import time
 from dataclasses import dataclass
+from types import TracebackType
 from urllib.parse import urljoin, urlsplit
 
+import idna
 import requests
 import urllib3.exceptions
+import urllib3.util
 
 from function.config import Settings
 from function.errors import (
+    DeadlineExceeded,
     ScoringError,
     SourceNotAllowed,
     SourceTimeout,
@@ -29,10 +37,15 @@ from function.errors import (
     SourceUnavailable,
     TooManyRedirects,
 )
-from function.netguard import AddressPolicy, GuardedAdapter
+from function.netguard import AddressPolicy, GuardedAdapter, socket_watcher
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 _CHUNK = 64 * 1024
+# What a host name may contain once IDNA-encoded. Anything else (a backslash, "%", a space)
+# is where URL parsers disagree: urlsplit would check one host and requests connect to another.
+_HOST_CHARS = re.compile(r"[a-z0-9_.-]+")
+# Header values arrive latin-1 decoded: str.isdigit() accepts "²", which int() rejects.
+_DIGITS = re.compile(r"[0-9]{1,18}")
 
 
 @dataclass(frozen=True)
@@ -57,14 +70,53 @@ def check_url(url: str, settings: Settings) -> str:
         raise SourceNotAllowed("only http and https URLs are fetched")
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
         raise SourceNotAllowed("URLs with credentials are not fetched")
-    host = (parts.hostname or "").rstrip(".")
+    host = _ascii_host(parts.hostname or "")
     if not host:
         raise SourceNotAllowed("the URL has no host")
     if port == 0:
         raise SourceNotAllowed("the URL's port is invalid")
+    if _connect_host(url) != host:
+        # requests (urllib3) would connect somewhere else than the host checked here.
+        raise SourceNotAllowed("the URL is malformed")
     if settings.allowed_hosts and not host_allowed(host, settings.allowed_hosts):
         raise SourceNotAllowed(f"the host {host} is not on this service's allowlist")
     return host
+
+
+def _ascii_host(hostname: str) -> str:
+    """The host as it will be resolved: IDNA-encoded like requests does, or refused."""
+    host = hostname.rstrip(".")
+    if not host.isascii():
+        try:
+            host = idna.encode(host, uts46=True).decode("ascii").lower()
+        except idna.IDNAError as exc:
+            raise SourceNotAllowed("the URL's host name is not a valid name") from exc
+    if ":" in host:  # an IPv6 literal (urlsplit dropped the brackets)
+        if "%" in host:
+            raise SourceNotAllowed("IPv6 zone ids are not fetched")
+        try:
+            return str(ipaddress.IPv6Address(host))
+        except ValueError as exc:
+            raise SourceNotAllowed("the URL's host is not a valid address") from exc
+    if host and not _HOST_CHARS.fullmatch(host):
+        raise SourceNotAllowed("the URL's host name has characters hosts do not have")
+    return host
+
+
+def _connect_host(url: str) -> str:
+    """The host urllib3 itself parses out of ``url`` (what the socket will be opened to)."""
+    try:
+        parsed = urllib3.util.parse_url(url).host or ""
+    except urllib3.exceptions.LocationParseError as exc:
+        raise SourceNotAllowed("the URL is malformed") from exc
+    try:
+        return _ascii_host(parsed.strip("[]").lower())
+    except SourceNotAllowed as exc:
+        raise SourceNotAllowed("the URL is malformed") from exc
+
+
+def _number(raw: str) -> int | None:
+    return int(raw) if _DIGITS.fullmatch(raw.strip()) else None
 
 
 def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
@@ -78,8 +130,65 @@ def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
 
 
 def _retry_after(response: requests.Response, default: int) -> int:
-    raw = response.headers.get("Retry-After", "")
-    return min(max(int(raw), 1), 60) if raw.isdigit() else default
+    seconds = _number(response.headers.get("Retry-After", ""))
+    return default if seconds is None else min(max(seconds, 1), 60)
+
+
+class _Watchdog:
+    """Shuts down every socket of one fetch when its wall-clock deadline passes.
+
+    Connect and read timeouts bound each wait, not their sum: a server dripping a header
+    byte, a TLS record or a body chunk just under the read timeout never trips them. A
+    blocked ``recv`` wakes when its socket is shut down, so this bounds the whole fetch.
+    Sockets are watched through a duplicate descriptor: TLS wrapping detaches the original
+    socket object, but shutdown acts on the connection both descriptors share.
+    """
+
+    def __init__(self, deadline: float) -> None:
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self.expired = False
+        self._timer = threading.Timer(max(deadline - time.monotonic(), 0), self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self._timer.cancel()
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
+            self._sockets.clear()
+
+    def watch(self, sock: socket.socket) -> None:
+        try:
+            duplicate = socket.socket(fileno=os.dup(sock.fileno()))
+        except OSError:
+            return  # already closed: nothing left to wait on
+        with self._lock:
+            self._sockets.append(duplicate)
+            if self.expired:
+                _shutdown(duplicate)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # the peer or the pool closed it first
 
 
 class Fetcher:
@@ -102,27 +211,40 @@ class Fetcher:
     def close(self) -> None:
         self._session.close()
 
-    def fetch(self, url: str) -> Fetched:
+    def fetch(self, url: str, deadline: float | None = None) -> Fetched:
+        """Fetch ``url`` within the fetch deadline, or the caller's ``deadline`` if sooner."""
         settings = self._settings
-        deadline = time.monotonic() + settings.fetch_deadline
+        own = time.monotonic() + settings.fetch_deadline
+        # The request's deadline, when it is the sooner one, is the one to report.
+        timeout: type[ScoringError] = SourceTimeout
+        if deadline is not None and deadline < own:
+            timeout = DeadlineExceeded
+        deadline = own if deadline is None else min(deadline, own)
         host = check_url(url, settings)
+        with _Watchdog(deadline) as watchdog:
+            token = socket_watcher.set(watchdog.watch)
+            try:
+                return self._follow(url, host, _Clock(deadline, watchdog, timeout))
+            finally:
+                socket_watcher.reset(token)
+
+    def _follow(self, url: str, host: str, clock: _Clock) -> Fetched:
+        settings = self._settings
         for hop in range(settings.max_redirects + 1):
-            response = self._request(url, deadline)
+            response = self._request(url, clock)
             with response:
                 if response.status_code in _REDIRECTS and "Location" in response.headers:
                     url = urljoin(url, response.headers["Location"])
                     host = check_url(url, settings)
                     continue
                 self._raise_for_status(response)
-                data = self._read_body(response, deadline)
+                data = self._read_body(response, clock)
                 content_type = response.headers.get("Content-Type", "")
                 return Fetched(data, url, host, content_type, hop)
         raise TooManyRedirects(f"more than {settings.max_redirects} redirects")
 
-    def _request(self, url: str, deadline: float) -> requests.Response:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise SourceTimeout("the image host did not answer in time")
+    def _request(self, url: str, clock: _Clock) -> requests.Response:
+        remaining = clock.remaining()
         settings = self._settings
         timeout = (
             min(settings.fetch_connect_timeout, remaining),
@@ -133,13 +255,15 @@ class Fetcher:
         except ScoringError:
             raise
         except requests.exceptions.Timeout as exc:
-            raise SourceTimeout("the image host did not answer in time") from exc
+            raise clock.timed_out("the image host did not answer in time") from exc
         except (
             requests.exceptions.RequestException,
             urllib3.exceptions.HTTPError,
             OSError,
             ValueError,
         ) as exc:
+            if clock.expired():  # the watchdog cut a dripping answer short
+                raise clock.timed_out("the image host did not answer in time") from exc
             raise SourceUnavailable("the image host could not be reached") from exc
 
     @staticmethod
@@ -157,16 +281,11 @@ class Fetcher:
             raise SourceUnavailable(f"the image host does not serve the file (HTTP {status})")
         raise SourceUnavailable(f"the image host answered HTTP {status}")
 
-    def _read_body(self, response: requests.Response, deadline: float) -> bytes:
+    def _read_body(self, response: requests.Response, clock: _Clock) -> bytes:
         cap = self._settings.max_fetch_bytes
-        declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > cap:
+        declared = _number(response.headers.get("Content-Length", ""))
+        if declared is not None and declared > cap:
             raise SourceTooLarge(f"the image is larger than {cap} bytes")
-        # A slow-drip server can keep each read just under the read timeout; closing the
-        # response at the deadline unblocks the read so the wall clock wins.
-        timer = threading.Timer(max(deadline - time.monotonic(), 0), response.close)
-        timer.daemon = True
-        timer.start()
         chunks: list[bytes] = []
         size = 0
         try:
@@ -178,8 +297,8 @@ class Fetcher:
                 if size > cap:
                     raise SourceTooLarge(f"the image is larger than {cap} bytes")
                 chunks.append(chunk)
-                if time.monotonic() > deadline:
-                    raise SourceTimeout("the image host sent the file too slowly")
+                if clock.expired():
+                    raise clock.timed_out("the image host sent the file too slowly")
         except ScoringError:
             raise
         except (
@@ -189,11 +308,35 @@ class Fetcher:
             ValueError,
             AttributeError,
         ) as exc:
-            if time.monotonic() >= deadline:
-                raise SourceTimeout("the image host sent the file too slowly") from exc
+            if clock.expired():
+                raise clock.timed_out("the image host sent the file too slowly") from exc
             raise SourceUnavailable("the image download was interrupted") from exc
-        finally:
-            timer.cancel()
-        if declared.isdigit() and size < int(declared):
+        # A body that "ended" because the watchdog shut the socket is not the whole file.
+        if clock.expired():
+            raise clock.timed_out("the image host sent the file too slowly")
+        if declared is not None and size < declared:
             raise SourceUnavailable("the image host sent a short body")
         return b"".join(chunks)
+
+
+@dataclass(frozen=True)
+class _Clock:
+    """One fetch's deadline, its watchdog, and which timeout error reaching it means."""
+
+    deadline: float
+    watchdog: _Watchdog
+    error: type[ScoringError]
+
+    def remaining(self) -> float:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise self.timed_out("the image host did not answer in time")
+        return remaining
+
+    def expired(self) -> bool:
+        return self.watchdog.expired or time.monotonic() >= self.deadline
+
+    def timed_out(self, message: str) -> ScoringError:
+        if self.error is DeadlineExceeded:
+            return DeadlineExceeded("scoring did not finish within the request deadline")
+        return self.error(message)

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 from flask import Request
 from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
+from werkzeug.wsgi import LimitedStream
 
 from function.config import PREPROCESSING_MODES, Settings
-from function.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from function.errors import InvalidRequest, PayloadTooLarge, ScoringError, UnsupportedMediaType
 from function.pipeline import Source
 
 FORM = "application/x-www-form-urlencoded"
@@ -50,13 +51,41 @@ def prefers_text(request: Request) -> bool:
 
 
 def parse(request: Request, settings: Settings) -> ScoreRequest:
+    cap = settings.max_body_bytes
+    too_large = f"the request body is larger than {cap} bytes"
+    try:
+        parsed = _parse(request, settings)
+        if _past_cap(request, cap):
+            raise PayloadTooLarge(too_large)
+        return parsed
+    except ScoringError as error:
+        # A chunked body cut at the cap fails to parse: its size is the real reason.
+        if not isinstance(error, PayloadTooLarge) and _past_cap(request, cap):
+            raise PayloadTooLarge(too_large) from error
+        raise
+    finally:
+        # functions-framework reads the body once more after every response; past the cap
+        # that read raises (a 500). Whatever happened here, leave it nothing to read.
+        if getattr(request, "_cached_data", None) is None:
+            request._cached_data = b""
+
+
+def _past_cap(request: Request, cap: int) -> bool:
+    """Did reading reach the byte past the cap? (Chunked bodies have no length to check.)"""
+    stream = request.stream
+    return isinstance(stream, LimitedStream) and stream.limit == cap + 1 and stream.is_exhausted
+
+
+def _parse(request: Request, settings: Settings) -> ScoreRequest:
     mode = request.args.get("preprocessing")
     if mode is not None and mode not in PREPROCESSING_MODES:
         raise InvalidRequest(f"preprocessing must be one of {', '.join(PREPROCESSING_MODES)}")
     declared = request.content_length
     if declared is not None and declared > settings.max_body_bytes:
         raise PayloadTooLarge(f"the request body is larger than {settings.max_body_bytes} bytes")
-    request.max_content_length = settings.max_body_bytes
+    # werkzeug stops reading *at* its limit and raises only on a later read, so a chunked
+    # body longer than the cap would come back cut to the cap: one byte more shows it.
+    request.max_content_length = settings.max_body_bytes + 1
     request.max_form_memory_size = settings.max_body_bytes
     content_type = (request.mimetype or "").lower()
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,29 @@ Resolver = Callable[[str, int], Sequence[str]]
 Connector = Callable[[tuple[str, int], float | None], socket.socket]
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# Special-purpose ranges that ``is_global`` misses on some interpreters: 3.11 before 3.11.10
+# (CVE-2024-4032) calls most of 192.0.0.0/24 and 2001::/23 global, and no 3.11 knows the
+# deprecated site-local fec0::/10 or RFC 9637's documentation prefix 3fff::/20. The check
+# must not depend on the interpreter's patch level, so they are listed here.
+_NOT_PUBLIC = tuple(
+    ipaddress.ip_network(net)
+    for net in (
+        "192.0.0.0/24",
+        "2001::/23",
+        "64:ff9b:1::/48",
+        "100::/64",
+        "5f00::/16",
+        "fec0::/10",
+        "3fff::/20",
+    )
+)
+
+# Set by the fetcher for the duration of one fetch: it is handed every socket that fetch
+# opens or reuses, so a wall-clock deadline can shut them down. Per-read timeouts alone let
+# a server dripping one header byte at a time hold a request open for hours.
+socket_watcher: ContextVar[Callable[[socket.socket], None] | None] = ContextVar(
+    "socket_watcher", default=None
+)
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -47,6 +71,8 @@ def is_public(ip: IPAddress) -> bool:
             return False
         if ip in _NAT64:
             return False
+    if any(ip in net for net in _NOT_PUBLIC if net.version == ip.version):
+        return False
     return bool(
         ip.is_global
         and not ip.is_multicast
@@ -109,9 +135,21 @@ def _guarded(base: type[HTTPConnection], policy: AddressPolicy) -> type[HTTPConn
                 raise NewConnectionError(self, f"failed to connect: {exc}") from exc
             for option in self.socket_options or ():
                 sock.setsockopt(*option)
+            _watch(sock)  # before the TLS handshake, which a server can drip too
             return sock
 
+        def request(self, *args: Any, **kwargs: Any) -> None:
+            if self.sock is not None:  # a pooled connection reused: _new_conn did not run
+                _watch(self.sock)
+            super().request(*args, **kwargs)
+
     return Guarded
+
+
+def _watch(sock: socket.socket) -> None:
+    watcher = socket_watcher.get()
+    if watcher is not None:
+        watcher(sock)
 
 
 class GuardedAdapter(HTTPAdapter):

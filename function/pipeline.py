@@ -70,7 +70,7 @@ class Pipeline:
 
         if source.url is not None:
             with self._stage("fetch", timing, deadline):
-                fetched = self.fetcher.fetch(source.url)
+                fetched = self.fetcher.fetch(source.url, deadline=deadline)
             self.metrics.fetched_bytes.inc(len(fetched.data))
             note("source_host", fetched.host)
             data = fetched.data

@@ -202,11 +202,17 @@ class Router:
         limit = service.settings.max_body_bytes
         if (request.content_length or 0) > limit:
             raise PayloadTooLarge(f"the event is larger than {limit} bytes")
-        request.max_content_length = limit
+        # One byte past the cap: werkzeug cuts a chunked body *at* its limit without an error.
+        request.max_content_length = limit + 1
         try:
-            body = request.get_data(cache=False)
+            # Cached, so functions-framework's after-request read finds nothing left to read
+            # (past the cap, that read raises: a 500).
+            body = request.get_data(cache=True)
         except RequestEntityTooLarge as exc:
+            request._cached_data = b""
             raise PayloadTooLarge(f"the event is larger than {limit} bytes") from exc
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the event is larger than {limit} bytes")
         event = events.parse(dict(request.headers), body)
         context.update(
             event_id=event.id, event_source=event.source, event_type=event.type, input="event"

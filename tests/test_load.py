@@ -1,0 +1,278 @@
+"""Overload, soak, drain and deadline against the real server process (gunicorn + the function).
+
+Bounded in count *and* time so they end on a busy 2-core machine; the figures they measure
+(requests, statuses, p99, worker RSS) are printed for the report (``pytest -s`` shows them).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import ServerProcess, running_server
+from tests.imagehost import ImageHost
+from tests.photos import photo_jpeg
+
+pytestmark = pytest.mark.slow
+
+SMALL = photo_jpeg("astronaut", (160, 120), quality=85)
+TINY = photo_jpeg("coffee", (64, 48), quality=85)
+
+
+def metric(server: ServerProcess, name: str, **labels: str) -> float:
+    """One sample of the server's /metrics (0 when the series does not exist yet)."""
+    text = requests.get(server.url + "/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+def worker_pid(server: ServerProcess) -> int:
+    """The gunicorn worker: the child of the server (master) process."""
+    master = server.process.pid
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may contain spaces, so split after the ")".
+        if int(stat.rsplit(")", 1)[1].split()[1]) == master:
+            return int(entry.name)
+    raise AssertionError(f"no worker process under {master}")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+@dataclass
+class Tally:
+    """What a pool of client threads saw; every request ends up in exactly one bucket."""
+
+    sent: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    admitted_seconds: list[float] = field(default_factory=list)
+    missing_retry_after: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def answered(self) -> int:
+        return sum(self.statuses.values())
+
+    def p99(self) -> float:
+        ordered = sorted(self.admitted_seconds)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def hammer(
+    url: str, body: bytes, threads: int, seconds: float, max_requests: int, timeout: float = 30
+) -> Tally:
+    """``threads`` clients, each with its own keep-alive session, posting ``body`` until the
+    time or the request budget runs out."""
+    tally = Tally()
+    stop_at = time.monotonic() + seconds
+
+    def client() -> None:
+        with requests.Session() as session:
+            while time.monotonic() < stop_at:
+                with tally.lock:
+                    if tally.sent >= max_requests:
+                        return
+                    tally.sent += 1
+                started = time.monotonic()
+                try:
+                    response = session.post(
+                        url, data=body, headers={"Content-Type": "image/jpeg"}, timeout=timeout
+                    )
+                except requests.RequestException as exc:
+                    with tally.lock:
+                        tally.errors[type(exc).__name__] += 1
+                    continue
+                elapsed = time.monotonic() - started
+                with tally.lock:
+                    tally.statuses[response.status_code] += 1
+                    if response.status_code == 200:
+                        tally.admitted_seconds.append(elapsed)
+                    elif response.status_code == 503 and "Retry-After" not in response.headers:
+                        tally.missing_retry_after += 1
+
+    pool = [threading.Thread(target=client, daemon=True) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(timeout=seconds + timeout + 10)
+    assert not any(thread.is_alive() for thread in pool), "a client thread never finished"
+    return tally
+
+
+def test_overload_sheds_with_fast_503s_and_recovers(tmp_path: Path) -> None:
+    with running_server(tmp_path, NSFWOID_MAX_IN_FLIGHT="4") as server:
+        requests.post(server.url, data=SMALL, headers={"Content-Type": "image/jpeg"}, timeout=30)
+        tally = hammer(server.url, SMALL, threads=24, seconds=8, max_requests=5000)
+        rejected = metric(server, "nsfwoid_rejected_requests_total", reason="overloaded")
+        in_flight = metric(server, "nsfwoid_in_flight_requests")
+        ok_counted = metric(server, "nsfwoid_requests_total", input="raw", outcome="ok")
+        overloaded_counted = metric(server, "nsfwoid_requests_total", input="unknown",
+                                    outcome="overloaded")  # fmt: skip
+        still_serving = requests.post(
+            server.url, data=SMALL, headers={"Content-Type": "image/jpeg"}, timeout=30
+        )
+    print(
+        f"\noverload: sent={tally.sent} answered={tally.answered} statuses={dict(tally.statuses)}"
+        f" errors={dict(tally.errors)} p99(200)={tally.p99():.3f}s"
+        f" median(200)={statistics.median(tally.admitted_seconds):.3f}s"
+        f" rejected_total={rejected:.0f}"
+    )
+    assert tally.errors == {}
+    assert tally.sent == tally.answered
+    assert set(tally.statuses) <= {200, 503}, tally.statuses
+    assert tally.statuses[200] > 0 and tally.statuses[503] > 0, tally.statuses
+    assert tally.missing_retry_after == 0
+    # Every 503 was counted as an overload rejection, and every 200 as a scored request
+    # (+1: the warm-up request before the load).
+    assert rejected == tally.statuses[503]
+    assert overloaded_counted == tally.statuses[503]
+    assert ok_counted == tally.statuses[200] + 1
+    assert in_flight == 0
+    assert tally.p99() < 10
+    assert still_serving.status_code == 200
+
+
+def test_soak_memory_stays_flat(tmp_path: Path) -> None:
+    warmup, total, budget_s = 200, 2000, 60.0
+    with running_server(tmp_path, NSFWOID_MAX_IN_FLIGHT="8") as server:
+        pid = worker_pid(server)
+        first = hammer(server.url, TINY, threads=4, seconds=budget_s / 4, max_requests=warmup)
+        before = rss_mib(pid)
+        started = time.monotonic()
+        soak = hammer(server.url, TINY, threads=4, seconds=budget_s, max_requests=total - warmup)
+        elapsed = time.monotonic() - started
+        after = rss_mib(pid)
+        assert worker_pid(server) == pid  # the same worker all along: no restart hid a leak
+    done = first.answered + soak.answered
+    print(
+        f"\nsoak: requests={done} in {elapsed:.1f}s after {first.answered} warm-up,"
+        f" statuses={dict(first.statuses + soak.statuses)} errors={dict(soak.errors)}"
+        f" worker RSS {before:.1f} MiB -> {after:.1f} MiB ({after - before:+.1f} MiB)"
+    )
+    assert first.errors == {} and soak.errors == {}
+    assert set(first.statuses + soak.statuses) == {200}
+    assert done >= 1000, f"only {done} requests in the time budget"
+    assert after - before < 50, f"worker RSS grew {after - before:.1f} MiB"
+
+
+@pytest.fixture()
+def host() -> Iterator[ImageHost]:
+    image_host = ImageHost()
+    yield image_host
+    image_host.close()
+
+
+def test_sigterm_drains_in_flight_requests_then_exits_0(tmp_path: Path, host: ImageHost) -> None:
+    body = photo_jpeg("coffee", (200, 150))
+    # ~2 s to send: the request is in flight when SIGTERM arrives, within the fetch deadline.
+    url = host.drip("/slow.jpg", body, chunk=max(1, len(body) // 20), interval=0.1)
+    server = ServerProcess(tmp_path / "server.log")
+    try:
+        server.wait_ready()
+        result: dict[str, object] = {}
+
+        def slow_request() -> None:
+            try:
+                response = requests.post(server.url, json={"url": url}, timeout=30)
+                result["status"], result["json"] = response.status_code, response.json()
+            except requests.RequestException as exc:
+                result["error"] = repr(exc)
+
+        thread = threading.Thread(target=slow_request)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while host.hits_for("/slow.jpg") == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert host.hits_for("/slow.jpg") == 1, "the slow request never reached the image host"
+        time.sleep(0.3)
+        sent_at = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+
+        # Readiness goes away at once: 503 while the listener is open, refused once closed.
+        readiness: list[object] = []
+        while thread.is_alive() and time.monotonic() - sent_at < 10:
+            try:
+                readiness.append(requests.get(server.url + "/readyz", timeout=1).status_code)
+            except requests.RequestException:
+                readiness.append("refused")
+            time.sleep(0.1)
+        thread.join(timeout=30)
+        code = server.process.wait(timeout=30)
+        exited_after = time.monotonic() - sent_at
+    finally:
+        server.terminate()
+    print(f"\nsigterm: result={result.get('status')} readiness={readiness[:5]}..."
+          f" exit={code} after {exited_after:.1f}s")  # fmt: skip
+    assert result.get("status") == 200, (result, server.logs()[-3000:])
+    assert 0 <= result["json"]["score"] <= 1  # type: ignore[index]
+    assert readiness and all(r in (503, "refused") for r in readiness), readiness
+    assert code == 0, server.logs()[-3000:]
+    assert exited_after < 30  # well inside the graceful timeout (request deadline + 5 s)
+    assert '"draining: readiness now 503"' in server.logs()
+
+
+def test_request_deadline_is_a_counted_504(tmp_path: Path, host: ImageHost) -> None:
+    body = photo_jpeg("coffee", (200, 150))
+    # 10 s of drip: longer than both the request deadline (1 s) and the fetch deadline (4 s).
+    url = host.drip("/slower.jpg", body, chunk=max(1, len(body) // 50), interval=0.2)
+    with running_server(tmp_path, NSFWOID_REQUEST_DEADLINE="1") as server:
+        started = time.monotonic()
+        response = requests.post(server.url, json={"url": url}, timeout=30)
+        elapsed = time.monotonic() - started
+        code = response.json()["error"]["code"]
+        counted = metric(server, "nsfwoid_requests_total", input="json", outcome=code)
+        deadline_rejections = metric(server, "nsfwoid_rejected_requests_total", reason="deadline")
+    print(f"\ndeadline: {response.status_code} {code} after {elapsed:.2f}s")
+    assert response.status_code == 504
+    assert response.headers["Content-Type"] == "application/json"
+    assert code in ("deadline_exceeded", "source_timeout")
+    assert int(response.headers["Retry-After"]) >= 1
+    assert counted == 1
+    assert deadline_rejections == (1 if code == "deadline_exceeded" else 0)
+    assert elapsed < 4 + 2  # never longer than the fetch deadline (TEST_ENV: 4 s) + slack
+
+
+def test_request_deadline_bounds_the_fetch(tmp_path: Path, host: ImageHost) -> None:
+    body = photo_jpeg("coffee", (200, 150))
+    url = host.drip("/slowest.jpg", body, chunk=max(1, len(body) // 50), interval=0.2)
+    with running_server(tmp_path, NSFWOID_REQUEST_DEADLINE="1") as server:
+        started = time.monotonic()
+        response = requests.post(server.url, json={"url": url}, timeout=30)
+        elapsed = time.monotonic() - started
+        rejected = metric(server, "nsfwoid_rejected_requests_total", reason="deadline")
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "deadline_exceeded"
+    assert rejected == 1
+    assert elapsed < 1 + 1.5
+
+
+def test_worker_pid_is_the_gunicorn_worker(server: ServerProcess) -> None:
+    pid = worker_pid(server)
+    assert pid != server.process.pid
+    assert "function.serve" in Path(f"/proc/{pid}/cmdline").read_bytes().decode()
+    assert os.getpgid(pid) >= 0
