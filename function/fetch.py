@@ -12,7 +12,6 @@ host's 404/403/410 stay retryable 502s on purpose (an upload may not be fetchabl
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import socket
@@ -20,9 +19,8 @@ import threading
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
-import idna
 import requests
 import urllib3.exceptions
 import urllib3.util
@@ -31,19 +29,16 @@ from function.config import Settings
 from function.errors import (
     DeadlineExceeded,
     ScoringError,
-    SourceNotAllowed,
     SourceTimeout,
     SourceTooLarge,
     SourceUnavailable,
     TooManyRedirects,
 )
 from function.netguard import AddressPolicy, GuardedAdapter, socket_watcher
+from function.urls import check_url
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 _CHUNK = 64 * 1024
-# What a host name may contain once IDNA-encoded. Anything else (a backslash, "%", a space)
-# is where URL parsers disagree: urlsplit would check one host and requests connect to another.
-_HOST_CHARS = re.compile(r"[a-z0-9_.-]+")
 # Header values arrive latin-1 decoded: str.isdigit() accepts "²", which int() rejects.
 _DIGITS = re.compile(r"[0-9]{1,18}")
 
@@ -57,76 +52,8 @@ class Fetched:
     redirects: int
 
 
-def check_url(url: str, settings: Settings) -> str:
-    """Refuse a URL before any connection is made; returns its lower-cased host."""
-    if len(url) > settings.max_url_length:
-        raise SourceNotAllowed(f"the URL is longer than {settings.max_url_length} characters")
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # raises ValueError on a malformed port
-    except ValueError as exc:
-        raise SourceNotAllowed("the URL is malformed") from exc
-    if parts.scheme not in ("http", "https"):
-        raise SourceNotAllowed("only http and https URLs are fetched")
-    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-        raise SourceNotAllowed("URLs with credentials are not fetched")
-    host = _ascii_host(parts.hostname or "")
-    if not host:
-        raise SourceNotAllowed("the URL has no host")
-    if port == 0:
-        raise SourceNotAllowed("the URL's port is invalid")
-    if _connect_host(url) != host:
-        # requests (urllib3) would connect somewhere else than the host checked here.
-        raise SourceNotAllowed("the URL is malformed")
-    if settings.allowed_hosts and not host_allowed(host, settings.allowed_hosts):
-        raise SourceNotAllowed(f"the host {host} is not on this service's allowlist")
-    return host
-
-
-def _ascii_host(hostname: str) -> str:
-    """The host as it will be resolved: IDNA-encoded like requests does, or refused."""
-    host = hostname.rstrip(".")
-    if not host.isascii():
-        try:
-            host = idna.encode(host, uts46=True).decode("ascii").lower()
-        except idna.IDNAError as exc:
-            raise SourceNotAllowed("the URL's host name is not a valid name") from exc
-    if ":" in host:  # an IPv6 literal (urlsplit dropped the brackets)
-        if "%" in host:
-            raise SourceNotAllowed("IPv6 zone ids are not fetched")
-        try:
-            return str(ipaddress.IPv6Address(host))
-        except ValueError as exc:
-            raise SourceNotAllowed("the URL's host is not a valid address") from exc
-    if host and not _HOST_CHARS.fullmatch(host):
-        raise SourceNotAllowed("the URL's host name has characters hosts do not have")
-    return host
-
-
-def _connect_host(url: str) -> str:
-    """The host urllib3 itself parses out of ``url`` (what the socket will be opened to)."""
-    try:
-        parsed = urllib3.util.parse_url(url).host or ""
-    except urllib3.exceptions.LocationParseError as exc:
-        raise SourceNotAllowed("the URL is malformed") from exc
-    try:
-        return _ascii_host(parsed.strip("[]").lower())
-    except SourceNotAllowed as exc:
-        raise SourceNotAllowed("the URL is malformed") from exc
-
-
 def _number(raw: str) -> int | None:
     return int(raw) if _DIGITS.fullmatch(raw.strip()) else None
-
-
-def host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
-    for pattern in allowed:
-        if pattern.startswith("*."):
-            if host.endswith(pattern[1:]):
-                return True
-        elif host == pattern:
-            return True
-    return False
 
 
 def _retry_after(response: requests.Response, default: int) -> int:

@@ -27,7 +27,8 @@ from function.errors import (
     SourceUnavailable,
     TooManyRedirects,
 )
-from function.fetch import Fetcher, check_url, host_allowed
+from function.fetch import Fetcher
+from function.urls import check_url, host_allowed
 from tests.conftest import make_app, start_app
 from tests.imagehost import ImageHost, send
 from tests.photos import photo_jpeg
