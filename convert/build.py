@@ -48,6 +48,7 @@ def _swap_into_place(staging: Path, out: Path) -> None:
         saved.rename(staging / "previous")
     (staging / manifest_mod.SAVED_MODEL).rename(saved)
     os.replace(staging / manifest_mod.TFLITE, out / manifest_mod.TFLITE)
+    os.replace(staging / manifest_mod.ONNX, out / manifest_mod.ONNX)
     os.replace(staging / manifest_mod.MANIFEST, out / manifest_mod.MANIFEST)
 
 
@@ -72,6 +73,7 @@ def convert(out: Path, cache: Path, force: bool = False) -> BuildResult:
 
     from convert import export, verify
     from convert.network import OpenNSFW
+    from convert.onnx_export import export_onnx
 
     inputs = verify.verification_inputs()
     unfolded = OpenNSFW(specs, weights)
@@ -96,6 +98,9 @@ def convert(out: Path, cache: Path, force: bool = False) -> BuildResult:
         export.export_saved_model(module, saved_path)
         export.export_tflite(saved_path, tflite_path)
         passes += ["export_tflite", "verify_tflite"]
+        ours_onnx = staging / manifest_mod.ONNX
+        export_onnx(specs, saved_path, ours_onnx)
+        passes += ["export_onnx", "verify_onnx_export"]
 
         # Verify the artifacts as written, not the in-memory module they came from.
         loaded = tf.saved_model.load(str(saved_path))
@@ -111,6 +116,13 @@ def convert(out: Path, cache: Path, force: bool = False) -> BuildResult:
             "folded_vs_unfolded": fold,
             "tflite_vs_saved_model": verify.tflite_parity(
                 saved_probabilities, verify.tflite_runner(tflite_path), inputs
+            ),
+            "onnx_export_vs_saved_model": verify.derived_parity(
+                "onnx",
+                saved_probabilities,
+                verify.derived_onnx_runner(ours_onnx),
+                inputs,
+                "onnxruntime (CPUExecutionProvider, intra_op_num_threads=2)",
             ),
         }
         onnx_path = verify.onnx_model_path()

@@ -19,6 +19,7 @@ VERSION = "1.0.0"
 MANIFEST = "manifest.json"
 SAVED_MODEL = "open_nsfw"
 TFLITE = "open_nsfw.tflite"
+ONNX = "open_nsfw.onnx"
 
 DIRECTORY_SHA256_METHOD = (
     "sha256 of the lines '<file sha256>  <relative posix path>\\n' for every file under the "
@@ -39,6 +40,7 @@ def artifact_hashes(out: Path) -> dict[str, str]:
     return {
         "saved_model": directory_sha256(out / SAVED_MODEL),
         "tflite": sha256_file(out / TFLITE),
+        "onnx": sha256_file(out / ONNX),
     }
 
 
@@ -100,6 +102,13 @@ def build_manifest(
                 "precision": "float32",
                 "batch": "dynamic",
             },
+            "onnx": {
+                "path": ONNX,
+                "sha256": hashes["onnx"],
+                "precision": "float32",
+                "batch": "dynamic",
+                "opset": 17,
+            },
         },
         "parity": parity,
     }
@@ -124,11 +133,13 @@ def is_up_to_date(out: Path) -> bool:
         artifacts = manifest["artifacts"]
         saved = out / artifacts["saved_model"]["path"]
         tflite = out / artifacts["tflite"]["path"]
-        if not saved.is_dir() or not tflite.is_file():
+        onnx = out / artifacts["onnx"]["path"]
+        if not saved.is_dir() or not tflite.is_file() or not onnx.is_file():
             return False
         return bool(
             directory_sha256(saved) == artifacts["saved_model"]["sha256"]
             and sha256_file(tflite) == artifacts["tflite"]["sha256"]
+            and sha256_file(onnx) == artifacts["onnx"]["sha256"]
         )
     except (OSError, ValueError, KeyError, TypeError):
         return False

@@ -104,21 +104,45 @@ def tflite_runner(path: Path, num_threads: int = 2) -> Runner:
 
 
 def tflite_parity(saved_model: Runner, tflite: Runner, inputs: Inputs) -> dict[str, object]:
+    return derived_parity(
+        "tflite", saved_model, tflite, inputs, "ai_edge_litert.interpreter (XNNPACK, num_threads=2)"
+    )
+
+
+def derived_parity(
+    label: str, saved_model: Runner, candidate: Runner, inputs: Inputs, runtime: str
+) -> dict[str, object]:
+    """A form derived from the SavedModel must give its scores within 1e-5."""
     worst = 0.0
     for batch in BATCHES:
         a = run_batched(saved_model, inputs.tensors, batch)[:, 1]
-        b = run_batched(tflite, inputs.tensors, batch)[:, 1]
+        b = run_batched(candidate, inputs.tensors, batch)[:, 1]
         worst = max(worst, float(np.max(np.abs(a - b))))
     if worst > TFLITE_MAX_ABS_NSFW:
-        raise VerificationError(f"tflite vs SavedModel max |Δ nsfw| {worst:.3g} > 1e-5")
+        raise VerificationError(f"{label} vs SavedModel max |Δ nsfw| {worst:.3g} > 1e-5")
     return {
         "max_abs_nsfw": worst,
         "bound": TFLITE_MAX_ABS_NSFW,
-        "runtime": "ai_edge_litert.interpreter (XNNPACK, num_threads=2)",
+        "runtime": runtime,
         "images": inputs.photos,
         "tensors": len(inputs.tensors),
         "batches": list(BATCHES),
     }
+
+
+def derived_onnx_runner(path: Path, num_threads: int = 2) -> Runner:
+    """Our own ONNX export on onnxruntime (CPU), through its ``probabilities`` output."""
+    import onnxruntime as ort  # a serving dependency; imported on use
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = num_threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(batch: Array) -> Array:
+        (probabilities,) = session.run(["probabilities"], {"images": batch})
+        return np.asarray(probabilities, dtype=np.float32)
+
+    return run
 
 
 def onnx_model_path() -> Path | None:

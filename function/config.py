@@ -16,7 +16,7 @@ T = TypeVar("T")
 
 PREFIX = "NSFWOID_"
 PREPROCESSING_MODES = ("standard", "reference")
-RUNTIMES = ("litert", "tensorflow")
+RUNTIMES = ("litert", "onnxruntime", "tensorflow")
 DEFAULT_USER_AGENT = (
     "nsfwoid/1.0 (open_nsfw image scorer; https://github.com/nsfwoid/nsfwoid) python-requests"
 )
@@ -81,7 +81,7 @@ class Settings:
 
     port: int = 8080
     preprocessing: str = "standard"
-    runtime: str = "litert"
+    runtime: str = "onnxruntime"
     model_dir: Path = REPO_ROOT / "model"
     max_body_bytes: int = 25 * 1024 * 1024
     max_fetch_bytes: int = 25 * 1024 * 1024

@@ -1,8 +1,9 @@
 """The model: a small class with an explicit life cycle (load → warm up → ready → predict).
 
-Two runtimes serve the same converted network behind one interface: ``litert`` (the
-``.tflite`` derived from the SavedModel, on XNNPACK; the default, and no TensorFlow needed)
-and ``tensorflow`` (the canonical SavedModel itself). Their heavy imports happen in
+Three runtimes serve the same converted network behind one interface: ``onnxruntime`` (the
+ONNX export of the SavedModel on MLAS kernels: the default, fastest on the CPUs measured),
+``litert`` (the ``.tflite`` derived from the SavedModel, on XNNPACK) and ``tensorflow`` (the
+canonical SavedModel itself). Only the last needs TensorFlow. Their heavy imports happen in
 ``load`` so that importing the function stays cheap for a cold start.
 """
 
@@ -23,6 +24,10 @@ from function.preprocess import CROP
 
 Batch = npt.NDArray[np.float32]
 Scores = npt.NDArray[np.float32]
+
+
+ARTEFACTS = {"litert": "tflite", "onnxruntime": "onnx", "tensorflow": "saved_model"}
+"""Which of the manifest's artefacts each runtime serves."""
 
 
 class ModelLoadError(RuntimeError):
@@ -59,6 +64,28 @@ class LiteRTRuntime:
         # The runner resizes the dynamic batch dimension only when it changes.
         out: dict[str, Any] = self._runner(images=batch)
         return np.asarray(out["nsfw"], dtype=np.float32).reshape(-1)
+
+
+class OnnxRuntime:
+    """Our ONNX export of the SavedModel on onnxruntime's CPU provider (MLAS kernels)."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Pool threads spin while a run is under way (fast hand-offs between its 50-odd ops)
+        # but not after it returns: that time belongs to the request threads decoding the
+        # next images. Measured: 9.8 ms per image at 18.7 ms CPU, against 8.9 ms at 44.9 ms CPU
+        # when they spin on between requests.
+        options.add_session_config_entry("session.force_spinning_stop", "1")
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def predict(self, batch: Batch) -> Scores:
+        (nsfw,) = self._session.run(["nsfw"], {"images": batch})
+        return np.asarray(nsfw, dtype=np.float32).reshape(-1)
 
 
 class TensorFlowRuntime:
@@ -110,20 +137,19 @@ class Model:
         manifest_path = self.model_dir / "manifest.json"
         try:
             manifest = json.loads(manifest_path.read_text())
-            artefact = manifest["artifacts"][
-                "saved_model" if self.runtime_name == "tensorflow" else "tflite"
-            ]
+            artefact = manifest["artifacts"][ARTEFACTS[self.runtime_name]]
             path = self.model_dir / artefact["path"]
             expected = str(artefact["sha256"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ModelLoadError(
                 f"no usable manifest at {manifest_path}; build the model with `make model`"
             ) from exc
-        if self.runtime_name == "litert":
+        if self.runtime_name in ("litert", "onnxruntime"):
             actual = sha256_file(path) if path.is_file() else "missing"
             if actual != expected:
                 raise ModelLoadError(f"{path} sha256 {actual} does not match the manifest")
-            self._runtime = LiteRTRuntime(path, self.threads)
+            runtime_class = LiteRTRuntime if self.runtime_name == "litert" else OnnxRuntime
+            self._runtime = runtime_class(path, self.threads)
         elif self.runtime_name == "tensorflow":
             if not (path / "saved_model.pb").is_file():
                 raise ModelLoadError(f"no SavedModel at {path}; build it with `make model`")

@@ -12,7 +12,7 @@ from function.config import ConfigError, Settings
 def test_defaults() -> None:
     settings = Settings.from_env({})
     assert settings.port == 8080 and settings.preprocessing == "standard"
-    assert settings.runtime == "litert" and settings.max_pixels == 50_000_000
+    assert settings.runtime == "onnxruntime" and settings.max_pixels == 50_000_000
     assert settings.max_batch_urls == 16 and settings.max_frames == 8
     assert settings.max_body_bytes == settings.max_fetch_bytes == 25 * 1024 * 1024
     assert settings.allow_private_networks is False and settings.allowed_hosts == ()

@@ -339,20 +339,24 @@ def test_http_path_equals_library_path_bit_for_bit(client: FlaskClient, app: obj
 
 
 def test_runtimes_agree() -> None:
-    """LiteRT (default) and the canonical SavedModel on TensorFlow give the same scores."""
-    tf_app = start_app(make_app(NSFWOID_RUNTIME="tensorflow"))
-    lite_app = start_app(make_app(NSFWOID_RUNTIME="litert"))
+    """onnxruntime (default), LiteRT and the canonical SavedModel on TensorFlow: same scores."""
+    apps = {
+        runtime: start_app(make_app(NSFWOID_RUNTIME=runtime))
+        for runtime in ("onnxruntime", "litert", "tensorflow")
+    }
     try:
         for name in ("astronaut", "retina", "coffee", "motorcycle_left"):
             data = photo_bytes(name)
-            scores = [
-                result_of(app.test_client().post("/", data=data, content_type="image/png"))
-                for app in (tf_app, lite_app)
-            ]
-            assert scores[0]["model"]["sha256"] != scores[1]["model"]["sha256"]
-            assert scores[0]["score"] == pytest.approx(scores[1]["score"], abs=1e-5)
+            results = {
+                runtime: result_of(app.test_client().post("/", data=data, content_type="image/png"))
+                for runtime, app in apps.items()
+            }
+            assert len({r["model"]["sha256"] for r in results.values()}) == 3  # three artefacts
+            canonical = results["tensorflow"]["score"]
+            for runtime in ("onnxruntime", "litert"):
+                assert results[runtime]["score"] == pytest.approx(canonical, abs=1e-5), runtime
     finally:
-        for application in (tf_app, lite_app):
+        for application in apps.values():
             application.extensions["nsfwoid"].stop()
 
 

@@ -71,6 +71,11 @@ def tflite(built_model):
 
 
 @pytest.fixture(scope="session")
+def onnx_export(built_model):
+    return verify.derived_onnx_runner(built_model / manifest_mod.ONNX, num_threads=2)
+
+
+@pytest.fixture(scope="session")
 def inputs():
     return verify.verification_inputs()
 
@@ -145,6 +150,8 @@ def test_manifest_records_verified_build(manifest, built_model):
     assert parity["onnx"]["images"] >= 10
     assert parity["folded_vs_unfolded"]["max_abs_prob"] <= 1e-5
     assert parity["tflite_vs_saved_model"]["max_abs_nsfw"] <= 1e-5
+    assert parity["onnx_export_vs_saved_model"]["max_abs_nsfw"] <= 1e-5
+    assert {"export_onnx", "verify_onnx_export"} <= set(manifest["converter"]["passes"])
     assert (built_model / manifest_mod.MANIFEST).read_text() == manifest_mod.dumps(manifest)
 
 
@@ -171,4 +178,30 @@ def test_golden_scores_saved_model(serving, name, expected):
 @pytest.mark.parametrize(("name", "expected"), sorted(GOLDEN.items()))
 def test_golden_scores_tflite(tflite, name, expected):
     score = float(tflite(reference_tensor(photo_bytes(name))[None])[0, 1])
+    assert score == pytest.approx(expected, abs=5e-4)
+
+
+def test_onnx_export_matches_saved_model(onnx_export, saved_probabilities, inputs, built_model):
+    """Our own ONNX export (derived from the SavedModel's weights) on onnxruntime."""
+    import onnx
+
+    model = onnx.load(str(built_model / manifest_mod.ONNX))
+    onnx.checker.check_model(model, full_check=True)
+    (images,) = model.graph.input
+    dims = [d.dim_param or d.dim_value for d in images.type.tensor_type.shape.dim]
+    assert dims == ["N", 224, 224, 3]
+    assert [o.name for o in model.graph.output] == ["probabilities", "nsfw"]
+    # Layer names are the prototxt's, as in the SavedModel.
+    assert {"conv_1", "pool1", "conv_stage3_block2_branch2c", "fc_nsfw"} <= {
+        node.name for node in model.graph.node
+    }
+    for batch in (1, 8):
+        a = verify.run_batched(saved_probabilities, inputs.tensors, batch)[:, 1]
+        b = verify.run_batched(onnx_export, inputs.tensors, batch)[:, 1]
+        assert np.max(np.abs(a - b)) <= 1e-5
+
+
+@pytest.mark.parametrize(("name", "expected"), sorted(GOLDEN.items()))
+def test_golden_scores_onnx_export(onnx_export, name, expected):
+    score = float(onnx_export(reference_tensor(photo_bytes(name))[None])[0, 1])
     assert score == pytest.approx(expected, abs=5e-4)
