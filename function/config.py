@@ -6,6 +6,7 @@ that names the variable (as Starlette's ``Config`` does), not on the first reque
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,23 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 class ConfigError(ValueError):
     """A configuration variable is missing or malformed; the message names it."""
+
+
+def available_cpus(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota if any.
+
+    ``os.cpu_count()`` is the node's count: a pod limited to 2 CPUs on a 64-core node would
+    start 64 inference threads that the quota then throttles.
+    """
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = count or 1
+    try:
+        quota, period = cgroup.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota visible: the affinity is the limit
+    return cpus
 
 
 def _bool(raw: str) -> bool:
@@ -98,7 +116,7 @@ class Settings:
     allow_private_networks: bool = False
     request_deadline: float = 30.0
     max_in_flight: int = 16
-    inference_threads: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
+    inference_threads: int = field(default_factory=lambda: min(4, available_cpus()))
     batch_max: int = 8
     batch_wait_ms: float = 0.0
     event_type: str = "org.nsfwoid.image.scored"

@@ -66,3 +66,17 @@ def test_settings_are_frozen() -> None:
     settings = Settings.from_env({})
     with pytest.raises(AttributeError):
         settings.port = 1  # type: ignore[misc]
+
+
+def test_available_cpus_honours_a_cgroup_quota(tmp_path: Path) -> None:
+    from function.config import available_cpus
+
+    quota = tmp_path / "cpu.max"
+    unlimited = available_cpus(tmp_path / "absent")
+    assert unlimited >= 1
+    quota.write_text("max 100000\n")
+    assert available_cpus(quota) == unlimited
+    quota.write_text("150000 100000\n")  # 1.5 CPUs → 2 threads, never more than the affinity
+    assert available_cpus(quota) == min(2, unlimited)
+    quota.write_text("50000 100000\n")
+    assert available_cpus(quota) == 1
