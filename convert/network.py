@@ -22,11 +22,10 @@ from typing import Literal
 
 import tensorflow as tf
 
+from convert.architecture import resnet_50_1by2
 from convert.passes import LayerSpec, NetWeights, TopologyError, field, int_field, sub
 
 INPUT_SIZE = 224
-STAGES = (3, 4, 6, 3)
-"""Bottleneck blocks per stage, as in the prototxt (``stage0``…``stage3``)."""
 
 
 @dataclass(frozen=True)
@@ -190,11 +189,11 @@ class OpenNSFW(tf.Module):
             y = x.tensor * self.params[f"{name}/gamma"] + self.params[f"{name}/beta"]
         return Flow(tf.identity(y, name=name), spec.tops[0])
 
-    def _relu(self, name: str, x: Flow) -> Flow:
+    def relu(self, name: str, x: Flow) -> Flow:
         spec = self._spec(name, "ReLU", (x,))
         return Flow(tf.nn.relu(x.tensor, name=name), spec.tops[0])
 
-    def _pool(self, name: str, x: Flow) -> Flow:
+    def pool(self, name: str, x: Flow) -> Flow:
         spec = self._spec(name, "Pooling", (x,))
         pool = sub(spec.params, "pooling_param")
         method = str(field(pool, "pool", "MAX"))
@@ -213,14 +212,14 @@ class OpenNSFW(tf.Module):
         )
         return Flow(y, spec.tops[0])
 
-    def _eltwise_sum(self, name: str, a: Flow, b: Flow) -> Flow:
+    def eltwise_sum(self, name: str, a: Flow, b: Flow) -> Flow:
         spec = self._spec(name, "Eltwise", (a, b))
         operation = field(sub(spec.params, "eltwise_param"), "operation", "SUM")
         if operation != "SUM" or "coeff" in sub(spec.params, "eltwise_param"):
             raise TopologyError(f"{name}: only plain Eltwise SUM is supported")
         return Flow(tf.add(a.tensor, b.tensor, name=name), spec.tops[0])
 
-    def _inner_product(self, name: str, x: Flow) -> Flow:
+    def inner_product(self, name: str, x: Flow) -> Flow:
         spec = self._spec(name, "InnerProduct", (x,))
         # Caffe flattens NCHW; that equals an NHWC flatten only for 1×1 spatial input.
         if tuple(x.tensor.shape[1:3]) != (1, 1):
@@ -232,30 +231,14 @@ class OpenNSFW(tf.Module):
 
     # --- the architecture ---------------------------------------------------------------------
 
-    def _conv_bn_scale(self, suffix: str, x: Flow) -> Flow:
+    def conv_bn_scale(self, suffix: str, x: Flow) -> Flow:
         """``conv_<suffix>`` → ``bn_<suffix>`` → ``scale_<suffix>`` (in place in Caffe)."""
         y = self._conv(f"conv_{suffix}", x)
         y = self._batchnorm(f"bn_{suffix}", y)
         return self._scale(f"scale_{suffix}", y)
 
-    def _bottleneck(self, stage: int, block: int, x: Flow) -> Flow:
-        """``stage<s>_block<b>``: 1×1 → 3×3 → 1×1, projection shortcut on each stage's block0."""
-        tag = f"stage{stage}_block{block}"
-        shortcut = self._conv_bn_scale(f"{tag}_proj_shortcut", x) if block == 0 else x
-        y = self._relu(f"relu_{tag}_branch2a", self._conv_bn_scale(f"{tag}_branch2a", x))
-        y = self._relu(f"relu_{tag}_branch2b", self._conv_bn_scale(f"{tag}_branch2b", y))
-        y = self._conv_bn_scale(f"{tag}_branch2c", y)
-        return self._relu(f"relu_{tag}", self._eltwise_sum(f"eltwise_{tag}", shortcut, y))
-
     def _forward(self, images: tf.Tensor) -> Flow:
-        x = Flow(images, "data")
-        x = self._relu("relu_1", self._conv_bn_scale("1", x))
-        x = self._pool("pool1", x)
-        for stage, blocks in enumerate(STAGES):
-            for block in range(blocks):
-                x = self._bottleneck(stage, block, x)
-        x = self._pool("pool", x)
-        return self._inner_product("fc_nsfw", x)
+        return resnet_50_1by2(self, Flow(images, "data"))
 
     def _audit(self) -> None:
         """Every prototxt layer must have been used exactly by name (Input/Softmax aside)."""

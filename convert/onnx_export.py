@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from convert.network import STAGES
+from convert.architecture import resnet_50_1by2
 from convert.passes import LayerSpec, TopologyError, field, int_field, sub
 
 OPSET = 17
@@ -74,7 +74,7 @@ class OnnxGraph:
         self.nodes.append(helper.make_node("Relu", [x], [name], name=name))
         return name
 
-    def add(self, name: str, a: str, b: str) -> str:
+    def eltwise_sum(self, name: str, a: str, b: str) -> str:
         self.nodes.append(helper.make_node("Add", [a, b], [name], name=name))
         return name
 
@@ -110,34 +110,22 @@ class OnnxGraph:
             )
         return name
 
-    def bottleneck(self, stage: int, block: int, x: str) -> str:
-        tag = f"stage{stage}_block{block}"
-        shortcut = self.conv_bn_scale(f"{tag}_proj_shortcut", x) if block == 0 else x
-        y = self.relu(f"relu_{tag}_branch2a", self.conv_bn_scale(f"{tag}_branch2a", x))
-        y = self.relu(f"relu_{tag}_branch2b", self.conv_bn_scale(f"{tag}_branch2b", y))
-        y = self.conv_bn_scale(f"{tag}_branch2c", y)
-        return self.relu(f"relu_{tag}", self.add(f"eltwise_{tag}", shortcut, y))
+    def inner_product(self, name: str, x: str) -> str:
+        self.nodes.append(helper.make_node("Flatten", [x], [f"{x}_flat"], name=f"{x}_flat"))
+        dense = [
+            self._weight(f"{name}/W", self._params[f"{name}/weights"]),
+            self._weight(f"{name}/B", self._params[f"{name}/biases"]),
+        ]
+        self.nodes.append(helper.make_node("Gemm", [f"{x}_flat", *dense], [name], name=name))
+        return name
 
     def build(self) -> onnx.ModelProto:
         self.nodes.append(
             helper.make_node("Transpose", ["images"], ["data"], name="data", perm=[0, 3, 1, 2])
         )  # NHWC → NCHW
-        x = self.relu("relu_1", self.conv_bn_scale("1", "data"))
-        x = self.pool("pool1", x)
-        for stage, blocks in enumerate(STAGES):
-            for block in range(blocks):
-                x = self.bottleneck(stage, block, x)
-        x = self.pool("pool", x)
-        self.nodes.append(helper.make_node("Flatten", [x], ["pool_flat"], name="pool_flat"))
-        dense = [
-            self._weight("fc_nsfw/W", self._params["fc_nsfw/weights"]),
-            self._weight("fc_nsfw/B", self._params["fc_nsfw/biases"]),
-        ]
+        logits = resnet_50_1by2(self, "data")
         self.nodes.append(
-            helper.make_node("Gemm", ["pool_flat", *dense], ["fc_nsfw"], name="fc_nsfw")
-        )
-        self.nodes.append(
-            helper.make_node("Softmax", ["fc_nsfw"], ["probabilities"], name="prob", axis=1)
+            helper.make_node("Softmax", [logits], ["probabilities"], name="prob", axis=1)
         )
         # nsfw = probabilities[:, 1]; Gather takes an integer index, not a float weight.
         self.initializers.append(numpy_helper.from_array(np.array(1, dtype=np.int64), "nsfw_index"))
