@@ -94,8 +94,13 @@ class TensorFlowRuntime:
     def __init__(self, path: Path, threads: int) -> None:
         import tensorflow as tf
 
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:
+            # TensorFlow already ran in this process (the converter, a test): its thread
+            # pools are fixed by then and serve as they are.
+            pass
         self._tf = tf
         self._loaded = tf.saved_model.load(str(path))
         self._signature = self._loaded.signatures["serving_default"]
