@@ -117,6 +117,7 @@ class Settings:
     request_deadline: float = 30.0
     max_in_flight: int = 16
     inference_threads: int = field(default_factory=lambda: min(4, available_cpus()))
+    inference_spin: bool = True
     batch_max: int = 8
     batch_wait_ms: float = 0.0
     event_type: str = "org.nsfwoid.image.scored"
@@ -159,6 +160,7 @@ class Settings:
         take(PREFIX + "REQUEST_DEADLINE", "request_deadline", _positive_float)
         take(PREFIX + "MAX_IN_FLIGHT", "max_in_flight", _positive_int)
         take(PREFIX + "INFERENCE_THREADS", "inference_threads", _positive_int)
+        take(PREFIX + "INFERENCE_SPIN", "inference_spin", _bool)
         take(PREFIX + "BATCH_MAX", "batch_max", _positive_int)
         take(PREFIX + "BATCH_WAIT_MS", "batch_wait_ms", _non_negative_float)
         take(PREFIX + "EVENT_TYPE", "event_type", str.strip)

@@ -31,7 +31,12 @@ class Service:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.model = Model(settings.model_dir, settings.runtime, settings.inference_threads)
+        self.model = Model(
+            settings.model_dir,
+            settings.runtime,
+            settings.inference_threads,
+            settings.inference_spin,
+        )
         self.batcher = Batcher(
             self.model,
             max_batch=settings.batch_max,
