@@ -197,7 +197,12 @@ def _decode_standard(image: Image.Image, data: bytes, max_pixels: int, max_frame
 
 
 def _as_viewed(image: Image.Image, *, exif_source: Image.Image | None) -> Image.Image:
-    """What a browser shows: sRGB colours, EXIF orientation applied, alpha over white."""
+    """What a browser shows: sRGB colours, EXIF orientation applied, alpha over white.
+
+    Always returns a new image (the decoder's is closed, or moved to the next frame, after
+    this), but copies pixels only once: every step below already returns a new image.
+    """
+    original = image
     icc = image.info.get("icc_profile")
     if icc and image.mode in ("RGB", "RGBA", "CMYK", "L", "LA"):
         image = _to_srgb(image, icc)
@@ -213,7 +218,9 @@ def _as_viewed(image: Image.Image, *, exif_source: Image.Image | None) -> Image.
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (*_WHITE, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB") if image.mode != "RGB" else image.copy()
+    if image.mode != "RGB":
+        return image.convert("RGB")
+    return image.copy() if image is original else image
 
 
 def _to_srgb(image: Image.Image, icc: bytes) -> Image.Image:

@@ -44,11 +44,15 @@ def image_to_tensor(image: Image.Image) -> Tensor:
     resized.save(buffer, format="JPEG")  # Pillow's defaults (quality 75), as the reference
     buffer.seek(0)
     with Image.open(buffer) as round_tripped:
-        pixels = np.asarray(round_tripped.convert("RGB"), dtype=np.float32)
-    crop = pixels[CROP_OFFSET : CROP_OFFSET + CROP, CROP_OFFSET : CROP_OFFSET + CROP, :]
+        pixels = np.asarray(
+            round_tripped if round_tripped.mode == "RGB" else round_tripped.convert("RGB")
+        )
+    window = slice(CROP_OFFSET, CROP_OFFSET + CROP)
     # RGB → BGR because the weights come from Caffe, which read images through OpenCV order.
-    bgr = crop[:, :, ::-1] - MEAN_BGR
-    return np.ascontiguousarray(bgr, dtype=np.float32)
+    # Crop and flip the uint8 pixels first: one float conversion, of the 224×224 window only.
+    bgr = pixels[window, window, ::-1].astype(np.float32)
+    bgr -= MEAN_BGR
+    return bgr
 
 
 def reference_tensor(data: bytes) -> Tensor:
