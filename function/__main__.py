@@ -35,7 +35,10 @@ def _parser() -> argparse.ArgumentParser:
         help="default: NSFWOID_PREPROCESSING or 'standard'",
     )
     parser.add_argument(
-        "--runtime", choices=RUNTIMES, default=None, help="default: NSFWOID_RUNTIME or 'onnxruntime'"
+        "--runtime",
+        choices=RUNTIMES,
+        default=None,
+        help="default: NSFWOID_RUNTIME or 'onnxruntime'",
     )
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     return parser

@@ -2,10 +2,10 @@
 
 functions-framework's own CLI builds the app (and so imports the function and whatever it
 loads) in gunicorn's master, *before* forking the worker; a runtime with threads of its own
-(onnxruntime, XNNPACK, TensorFlow) does not survive a fork. Here gunicorn loads functions-framework's app
-in the worker process itself (no ``preload_app``), and the model is loaded there, after the
-fork, by ``post_worker_init``. Readiness stays 503 until the load and one warm-up inference
-are done.
+(onnxruntime, XNNPACK, TensorFlow) does not survive a fork. Here gunicorn loads
+functions-framework's app in the worker process itself (no ``preload_app``), and the model is
+loaded there, after the fork, by ``post_worker_init``. Readiness stays 503 until the load and
+one warm-up inference are done.
 """
 
 from __future__ import annotations
