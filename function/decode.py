@@ -124,9 +124,7 @@ def decode(data: bytes, *, mode: str, max_pixels: int, max_frames: int) -> Decod
                 return _decode_standard(image, data, max_pixels, max_frames)
     except (ImageTooLarge, UndecodableImage):
         raise
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLarge("image dimensions exceed the pixel limit") from exc
-    except Image.DecompressionBombWarning as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLarge("image dimensions exceed the pixel limit") from exc
     except _DECODE_ERRORS as exc:
         raise UndecodableImage(f"the {claimed} file could not be decoded") from exc
@@ -164,7 +162,7 @@ def _decode_standard(image: Image.Image, data: bytes, max_pixels: int, max_frame
         _check_pixels(*image.size, 1, max_pixels)
         image.load()
         truncated = _is_truncated(image, data)
-        frame = _as_viewed(image, exif_source=image)
+        frame = _as_viewed(image, apply_exif=True)
         return Decoded(fmt, width, height, 1, (0,), truncated, [frame])
 
     frames_total = int(getattr(image, "n_frames", 1))
@@ -191,12 +189,12 @@ def _decode_standard(image: Image.Image, data: bytes, max_pixels: int, max_frame
             )
         if index in indices:
             image.load()
-            frames.append(_as_viewed(image, exif_source=None))
+            frames.append(_as_viewed(image, apply_exif=False))
     truncated = _is_truncated(image, data)
     return Decoded(fmt, width, height, frames_total, indices, truncated, frames)
 
 
-def _as_viewed(image: Image.Image, *, exif_source: Image.Image | None) -> Image.Image:
+def _as_viewed(image: Image.Image, *, apply_exif: bool) -> Image.Image:
     """What a browser shows: sRGB colours, EXIF orientation applied, alpha over white.
 
     Always returns a new image (the decoder's is closed, or moved to the next frame, after
@@ -206,7 +204,7 @@ def _as_viewed(image: Image.Image, *, exif_source: Image.Image | None) -> Image.
     icc = image.info.get("icc_profile")
     if icc and image.mode in ("RGB", "RGBA", "CMYK", "L", "LA"):
         image = _to_srgb(image, icc)
-    if exif_source is not None:
+    if apply_exif:  # animation frames carry no orientation of their own
         try:
             image = ImageOps.exif_transpose(image)
         except _DECODE_ERRORS:

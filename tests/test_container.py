@@ -9,7 +9,6 @@ the grace period. The running container needs no network beyond 127.0.0.1.
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 import time
@@ -17,7 +16,6 @@ from typing import Any
 
 import pytest
 import requests
-from PIL import Image
 
 from tests.container_support import (
     IMAGE,
@@ -31,6 +29,7 @@ from tests.container_support import (
     podman,
     run_container,
 )
+from tests.photos import photo_jpeg
 
 # The build alone can take minutes on a cold machine: never let a global per-test timeout cut it.
 pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(3600)]
@@ -53,19 +52,8 @@ def report(request: pytest.FixtureRequest, line: str) -> None:
 
 
 def sample_jpeg() -> bytes:
-    """A real photo as an upload-like JPEG (tests/photos.py when the sample photos exist)."""
-    try:
-        from tests.photos import PHOTOS, photo_jpeg
-
-        if "astronaut" in PHOTOS:
-            return photo_jpeg("astronaut")
-    except ImportError:
-        pass
-    # Without scikit-image's photos: a smooth synthetic RGB image, still a real JPEG.
-    image = Image.radial_gradient("L").resize((512, 512)).convert("RGB")
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
+    """A real photo (scikit-image's astronaut) as an upload-like JPEG."""
+    return photo_jpeg("astronaut")
 
 
 @pytest.fixture(scope="module")
