@@ -23,6 +23,7 @@ from function.model import Batch, Model, Scores
 @dataclass
 class _Item:
     tensors: Batch
+    alone: bool
     future: Future[Scores] = field(default_factory=Future)
 
 
@@ -36,7 +37,7 @@ class Batcher:
         *,
         max_batch: int = 8,
         max_wait: float = 0.0,
-        on_batch: Callable[[int, float], None] | None = None,
+        on_batch: Callable[[int, bool, float], None] | None = None,
     ) -> None:
         self._model = model
         self._max_batch = max_batch
@@ -56,9 +57,11 @@ class Batcher:
             self._thread.join(timeout=10)
             self._thread = None
 
-    def submit(self, tensors: Batch) -> Future[Scores]:
-        """Queue ``[k, 224, 224, 3]`` tensors; the future resolves to their ``k`` scores."""
-        item = _Item(tensors)
+    def submit(self, tensors: Batch, *, alone: bool = False) -> Future[Scores]:
+        """Queue ``[k, 224, 224, 3]`` tensors; the future resolves to their ``k`` scores.
+
+        ``alone``: the caller saw no other request in flight (see ``Model.predict``)."""
+        item = _Item(tensors, alone)
         self._queue.put(item)
         return item.future
 
@@ -101,13 +104,14 @@ class Batcher:
                 if len(items) == 1
                 else np.concatenate([item.tensors for item in items])
             )
-            scores = self._model.predict(batch)
+            alone = len(items) == 1 and items[0].alone
+            scores = self._model.predict(batch, alone=alone)
         except Exception as exc:  # hand any model failure to every waiting request
             for item in items:
                 item.future.set_exception(exc)
             return
         if self._on_batch is not None:
-            self._on_batch(len(batch), time.perf_counter() - started)
+            self._on_batch(len(batch), alone, time.perf_counter() - started)
         offset = 0
         for item in items:
             count = len(item.tensors)

@@ -57,6 +57,13 @@ class Metrics:
             buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32),
             registry=r,
         )
+        self.inference_runs = Counter(
+            "nsfwoid_inference_runs",
+            "Model invocations, by whether their one request was alone in the process "
+            "(an alone run may spend CPU on latency: NSFWOID_INFERENCE_SPIN).",
+            ["alone"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "nsfwoid_in_flight_requests", "Scoring requests being processed.", registry=r
         )

@@ -7,6 +7,7 @@ whichever door it came through.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -52,6 +53,18 @@ class Pipeline:
         self.batcher = batcher
         self.fetcher = fetcher
         self.metrics = metrics
+        self._scoring = 0  # requests inside ``score`` right now, across all threads
+        self._scoring_lock = threading.Lock()
+
+    @contextmanager
+    def _counted(self) -> Iterator[None]:
+        with self._scoring_lock:
+            self._scoring += 1
+        try:
+            yield
+        finally:
+            with self._scoring_lock:
+                self._scoring -= 1
 
     def score(
         self,
@@ -62,6 +75,16 @@ class Pipeline:
         notes: Callable[[str, Any], None] | None = None,
     ) -> dict[str, Any]:
         """Score one source. ``notes(key, value)`` receives facts worth logging (host, format)."""
+        with self._counted():
+            return self._score(source, mode, deadline, notes)
+
+    def _score(
+        self,
+        source: Source,
+        mode: str | None,
+        deadline: float | None,
+        notes: Callable[[str, Any], None] | None,
+    ) -> dict[str, Any]:
         mode = mode or self.settings.preprocessing
         deadline = deadline if deadline is not None else time.monotonic() + 3600
         note = notes or (lambda key, value: None)
@@ -105,7 +128,9 @@ class Pipeline:
     def predict(self, batch: np.ndarray, deadline: float) -> np.ndarray:
         if not self.model.ready:
             raise NotReady("the model is still loading")
-        future = self.batcher.submit(batch)
+        # Alone: no other request is being fetched, decoded or scored, so the runtime may
+        # spend CPU on this one's latency (see OnnxRuntime) without taking it from another.
+        future = self.batcher.submit(batch, alone=self._scoring <= 1)
         try:
             return future.result(timeout=max(deadline - time.monotonic(), 0.001))
         except FutureTimeout as exc:

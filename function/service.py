@@ -41,7 +41,7 @@ class Service:
             self.model,
             max_batch=settings.batch_max,
             max_wait=settings.batch_wait_ms / 1000,
-            on_batch=lambda size, _: self.metrics.batch_size.observe(size),
+            on_batch=self._on_batch,
         )
         self.fetcher = Fetcher(settings)
         self.pipeline = Pipeline(settings, self.model, self.batcher, self.fetcher, self.metrics)
@@ -52,6 +52,10 @@ class Service:
         self._draining = threading.Event()
         self._start_lock = threading.Lock()
         self._loader: threading.Thread | None = None
+
+    def _on_batch(self, size: int, alone: bool, _seconds: float) -> None:
+        self.metrics.batch_size.observe(size)
+        self.metrics.inference_runs.labels(str(alone).lower()).inc()
 
     @property
     def ready(self) -> bool:

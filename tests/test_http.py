@@ -10,10 +10,13 @@ import io
 import json
 import shutil
 import subprocess
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 
@@ -311,6 +314,7 @@ def test_metrics_present_and_moving(client: FlaskClient) -> None:
         "nsfwoid_in_flight_requests",
         "nsfwoid_rejected_requests_total",
         "nsfwoid_batch_size",
+        "nsfwoid_inference_runs_total",
         "nsfwoid_model_info",
     ):
         assert f"# TYPE {name.removesuffix('_total').removesuffix('_bucket')}" in before, name
@@ -322,6 +326,63 @@ def test_metrics_present_and_moving(client: FlaskClient) -> None:
     assert _metric(after, predict) == _metric(before, predict) + 1
     assert _metric(after, "nsfwoid_score_count") == _metric(before, "nsfwoid_score_count") + 1
     assert _metric(after, "nsfwoid_model_load_seconds") > 0
+
+
+def test_lone_requests_run_alone_and_concurrent_ones_do_not(
+    app: Flask, image_host: ImageHost
+) -> None:
+    """The hint that lets onnxruntime spin for a lone request's latency, and never while
+    another request needs the CPU, follows the traffic; the scores do not."""
+    alone = 'nsfwoid_inference_runs_total{alone="true"}'
+    busy = 'nsfwoid_inference_runs_total{alone="false"}'
+    names = ("astronaut", "coffee", "chelsea", "rocket")
+    images = {name: photo_jpeg(name, (640, 480)) for name in names}
+
+    def post(**kwargs: object) -> float:
+        return float(result_of(app.test_client().post("/", **kwargs))["score"])  # type: ignore[arg-type]
+
+    def score(name: str) -> float:
+        return post(data=images[name], content_type="image/jpeg")
+
+    def counts() -> tuple[float, float]:
+        text = app.test_client().get("/metrics").get_data(as_text=True)
+        return _metric(text, alone), _metric(text, busy)
+
+    # One at a time: every run is alone.
+    before = counts()
+    sequential = {name: score(name) for name in names}
+    assert counts() == (before[0] + len(names), before[1])
+
+    # While another request is in flight (a URL that takes ~2 s to arrive), a request is
+    # not alone even though its batch holds only itself.
+    slow = image_host.drip("/alone/slow.jpg", images["coffee"], len(images["coffee"]) // 20, 0.1)
+    with ThreadPoolExecutor(1) as background:
+        fetching = background.submit(post, json={"url": slow})
+        for _ in range(200):
+            if image_host.hits_for("/alone/slow.jpg"):
+                break
+            time.sleep(0.01)
+        before = counts()
+        assert [score(name) for name in names[:3]] == [sequential[n] for n in names[:3]]
+        assert counts() == (before[0], before[1] + 3)
+        assert fetching.result(timeout=30) == sequential["coffee"]
+    assert counts() == (before[0] + 1, before[1] + 3)  # the URL's own run: alone by then
+
+    # Eight clients at once: batches form, runs are busy, scores are unchanged.
+    before = counts()
+    start = threading.Barrier(8)
+
+    def together(name: str) -> list[float]:
+        start.wait(timeout=30)
+        return [score(name) for _ in range(3)]
+
+    with ThreadPoolExecutor(8) as pool:
+        concurrent = list(pool.map(together, [names[k % len(names)] for k in range(8)]))
+    after = counts()
+    assert after[1] > before[1]
+    assert sum(after) - sum(before) <= 24
+    for k, scores in enumerate(concurrent):
+        assert scores == pytest.approx([sequential[names[k % len(names)]]] * 3, abs=1e-6)
 
 
 def test_http_path_equals_library_path_bit_for_bit(client: FlaskClient, app: object) -> None:

@@ -1,0 +1,32 @@
+"""The model stage on its own: runtimes behind one interface, whatever the batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from function.model import Model
+from function.preprocess import reference_tensor
+from tests.conftest import MODEL_DIR
+from tests.photos import photo_bytes
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "litert"])
+@pytest.mark.parametrize("spin", [True, False])
+def test_a_score_does_not_depend_on_its_batch(runtime: str, spin: bool) -> None:
+    """A request scored alone, or batched with others under load, gets the same score.
+
+    With spinning on, onnxruntime serves a lone request and a busy server's batches from two
+    differently tuned sessions; a request must not be able to tell which one it got."""
+    model = Model(MODEL_DIR, runtime, threads=2, spin=spin)
+    model.load()
+    model.warm_up()
+    names = ("astronaut", "retina", "coffee", "motorcycle_left", "chelsea")
+    tensors = np.stack([reference_tensor(photo_bytes(name)) for name in names])
+    batched = model.predict(tensors)
+    singles = np.concatenate([model.predict(tensor[None]) for tensor in tensors])
+    alone = np.concatenate([model.predict(tensor[None], alone=True) for tensor in tensors])
+    assert batched.shape == singles.shape == alone.shape == (len(names),)
+    assert float(np.abs(batched - alone).max()) <= 1e-6
+    assert float(np.abs(singles - alone).max()) <= 1e-6
+    assert len({round(float(score), 3) for score in alone}) > 1  # real, differing scores
