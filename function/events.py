@@ -29,6 +29,15 @@ from function.errors import InvalidRequest, ScoringError, UnsupportedMediaType
 from function.pipeline import Source
 
 STRUCTURED = "application/cloudevents+json"
+
+MAX_ATTRIBUTE_CHARS = 2048
+"""Longest ``id``, ``source`` or ``type`` accepted. They key the duplicate cache and appear in
+every log line and reply of the event; real producers use a UUID and a URI well under this."""
+
+MAX_CACHED_REPLY_BYTES = 16 * 1024
+"""Replies larger than this (a big ``echo``) are not kept for duplicates, which bounds the
+cache at ~``NSFWOID_EVENT_CACHE_SIZE`` × 16 KiB; their redelivery is scored again, and gets
+the same reply id."""
 _REPLY_NAMESPACE = uuid.UUID("0e6c4f55-5d0e-4c1b-9a37-9a3d1f1b6e2a")
 _CORE_ATTRIBUTES = frozenset(
     {
@@ -99,6 +108,10 @@ def parse(headers: Mapping[str, str], body: bytes) -> ScoringEvent:
         # (source, id) pair is our idempotency key.
         if not isinstance(attributes.get(name), str) or not attributes[name]:
             raise InvalidRequest(f"malformed CloudEvent: '{name}' must be a non-empty string")
+        if len(attributes[name]) > MAX_ATTRIBUTE_CHARS:
+            raise InvalidRequest(
+                f"malformed CloudEvent: '{name}' is longer than {MAX_ATTRIBUTE_CHARS} characters"
+            )
     data = event.get_data()
     data_type = str(attributes.get("datacontenttype") or "application/json").split(";")[0].lower()
     extensions = {
@@ -263,6 +276,8 @@ class EventCache:
 
     def put(self, key: tuple[object, ...], value: Reply | ScoringError) -> None:
         if self._capacity <= 0:
+            return
+        if isinstance(value, tuple) and len(value[1]) > MAX_CACHED_REPLY_BYTES:
             return
         with self._lock:
             self._items[key] = value

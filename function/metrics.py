@@ -6,6 +6,8 @@ test process do not collide and nothing is registered at import.
 
 from __future__ import annotations
 
+import threading
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -18,6 +20,29 @@ from prometheus_client.exposition import choose_encoder
 STAGES = ("fetch", "decode", "preprocess", "predict")
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _SCORES = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+
+
+class BoundedLabel:
+    """Label values a caller chooses, at most ``limit`` distinct ones; later newcomers share
+    ``"other"``. A metric keeps every label set it has seen for the life of the process, so a
+    sender that picks a fresh event source or type each time must not be able to grow it (and
+    every scrape) without end."""
+
+    OTHER = "other"
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        with self._lock:
+            if len(self._seen) < self._limit:
+                self._seen.add(value)
+                return value
+        return self.OTHER
 
 
 class Metrics:
@@ -90,13 +115,20 @@ class Metrics:
         # an OpenMetrics exemplar while type and source are labels.
         self.events = Counter(
             "nsfwoid_events",
-            "CloudEvents received, by type, source and outcome.",
+            "CloudEvents received, by type, source and outcome (the first 64 sources and 16 "
+            "types seen are named, later ones count as 'other').",
             ["type", "source", "outcome"],
             registry=r,
         )
+        self._event_types = BoundedLabel(16)
+        self._event_sources = BoundedLabel(64)
         self.event_duplicates = Counter(
             "nsfwoid_event_duplicates", "Repeat deliveries answered from the cache.", registry=r
         )
+
+    def event(self, type_: str, source: str, outcome: str) -> Counter:
+        """The events counter for one event's type, source and outcome."""
+        return self.events.labels(self._event_types(type_), self._event_sources(source), outcome)
 
     def render(self, accept: str) -> tuple[bytes, str]:
         encoder, content_type = choose_encoder(accept)

@@ -225,11 +225,11 @@ class Router:
                 raise cached  # the same permanent answer, logged and counted as that error
             headers, payload = cached
             return Response(payload, status=200, headers=headers)
-        counter = service.metrics.events.labels(event.type, event.source, "ok")
+        counter = service.metrics.event(event.type, event.source, "ok")
         try:
             result = self._score_one(event.image, event.mode, deadline, context)
         except ScoringError as error:
-            service.metrics.events.labels(event.type, event.source, error.code).inc(
+            service.metrics.event(event.type, event.source, error.code).inc(
                 exemplar={"event_id": event.id[:64]}
             )
             if error.status < 500:  # permanent: a repeat must get the same answer

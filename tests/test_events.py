@@ -301,6 +301,16 @@ MALFORMED = {
     "structured data_base64 not base64": _structured(
         {"datacontenttype": "image/jpeg", "data_base64": 5}
     ),
+    # Past MAX_ATTRIBUTE_CHARS (2048): they would key the duplicate cache and fill every log.
+    "binary ce-id of 2049 characters": _binary(
+        b'{"url": "http://127.0.0.1/x.jpg"}', **{"ce-id": "i" * 2049}
+    ),
+    "structured source of 1 MB": _structured(
+        {"source": "/" + "s" * 1_000_000, "data": {"url": "http://127.0.0.1/x.jpg"}}
+    ),
+    "structured type of 3000 characters": _structured(
+        {"type": "t" * 3000, "data": {"url": "http://127.0.0.1/x.jpg"}}
+    ),
 }
 
 
@@ -311,6 +321,19 @@ def test_malformed_events_are_400_and_not_retried(
     status, headers, body = post(client, request_["headers"], request_["body"])
     assert status == 400, body
     assert error_of(status, headers, body) == "invalid_request"
+
+
+def test_attributes_up_to_the_length_limit_are_accepted(client: FlaskClient) -> None:
+    image = photo_jpeg("coffee", (64, 48))
+    long_id, long_source = "i" * 2048, "/" + "s" * 2047
+    incoming = event(image, id=long_id, source=long_source, datacontenttype="image/jpeg")
+    status, headers, body = send(client, incoming, structured=True)
+    assert status == 200, body
+    assert data_of(parse_reply(headers, body))["event"] == {
+        "id": long_id,
+        "source": long_source,
+        "type": UPLOADED,
+    }
 
 
 def test_unaccepted_data_type_is_415(client: FlaskClient) -> None:
@@ -416,6 +439,20 @@ def test_duplicate_of_permanent_failure_gets_same_answer(
     first, second = (json.loads(body)["error"] for _, _, body in answers)
     assert first == second
     assert image_host.hits_for(path) == 1
+
+
+def test_oversized_reply_is_not_kept_for_duplicates(
+    client: FlaskClient, image_host: ImageHost, photo_url: tuple[str, str, bytes]
+) -> None:
+    """A 100 KB echo would make 1,024 cached replies 100 MB: such a reply is not cached, so a
+    redelivery is scored again, and gets the same reply id and score."""
+    path, url, _ = photo_url
+    incoming = event({"url": url, "note": "n" * 100_000})
+    replies = [parse_reply(*send(client, incoming, structured=True)[1:]) for _ in range(2)]
+    assert image_host.hits_for(path) == 2
+    assert replies[0]["id"] == replies[1]["id"]
+    assert data_of(replies[0])["score"] == data_of(replies[1])["score"]
+    assert data_of(replies[0])["echo"] == {"note": "n" * 100_000}
 
 
 def test_upload_race_heals_by_redelivery(client: FlaskClient, image_host: ImageHost) -> None:
@@ -534,6 +571,33 @@ def test_metrics_count_events_with_id_exemplar(knative_app: Flask, image_host: I
         if s.name == "nsfwoid_event_duplicates_total"
     ]
     assert [s.value for s in duplicates] == [1]
+
+
+def test_metric_labels_stay_bounded_whatever_the_senders() -> None:
+    """Every event naming a new source (or type) must not add a time series for ever."""
+    app = start_app(make_app())
+    try:
+        client = app.test_client()
+        for k in range(100):
+            refused = event({"url": "ftp://127.0.0.1/x.jpg"}, source=f"/s/{k}", type=f"t.{k % 40}")
+            status, headers, body = send(client, refused)
+            assert status == 422 and error_of(status, headers, body) == "source_not_allowed"
+        metrics = client.get("/metrics", headers={"Accept": "application/openmetrics-text"})
+        text = metrics.get_data(as_text=True)
+        samples = [
+            sample
+            for family in text_string_to_metric_families(text)
+            if family.name == "nsfwoid_events"
+            for sample in family.samples
+            if sample.name == "nsfwoid_events_total"
+        ]
+        sources = {s.labels["source"] for s in samples}
+        types = {s.labels["type"] for s in samples}
+        assert len(sources) == 65 and "other" in sources  # the first 64, then "other"
+        assert len(types) == 17 and "other" in types
+        assert sum(s.value for s in samples) == 100  # every event still counted
+    finally:
+        app.extensions["nsfwoid"].stop()
 
 
 def test_real_server_binary_event_and_json_logs(tmp_path: Path, image_host: ImageHost) -> None:
