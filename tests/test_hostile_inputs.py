@@ -29,6 +29,8 @@ import requests
 from flask import Flask
 from PIL import Image
 
+from function.decode import MAX_JPEG_SCANS, decode
+from function.errors import ImageTooLarge
 from function.fetch import Fetcher
 from function.netguard import AddressPolicy, system_resolver
 from tests.conftest import make_app, running_server, start_app
@@ -169,6 +171,23 @@ def tiff_with_huge_second_page() -> bytes:
     first = Image.new("L", (100, 100), 128)
     huge = Image.new("1", (7100, 7100), 0)  # 50.4 MP, a few KB deflated
     return encoded("TIFF", first, save_all=True, append_images=[huge], compression="tiff_deflate")
+
+
+def jpeg_with_scans(total: int, size: tuple[int, int] = (640, 480)) -> bytes:
+    """A progressive JPEG of one flat colour whose smallest scan is repeated until the file
+    holds ``total`` scans: a few bytes per scan, one more pass over every block to decode."""
+    data = encoded("JPEG", Image.new("RGB", size, (120, 130, 140)), progressive=True)
+    scans: list[tuple[int, int]] = []  # each SOS segment with its entropy-coded data
+    i = 2
+    while data[i + 1] != 0xD9:
+        end = i + 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
+        if data[i + 1] == 0xDA:
+            while data[end] != 0xFF or data[end + 1] == 0 or 0xD0 <= data[end + 1] <= 0xD7:
+                end += 1
+            scans.append((i, end))
+        i = end
+    start, end = min(scans[1:], key=lambda scan: scan[1] - scan[0])
+    return data[: scans[-1][1]] + data[start:end] * (total - len(scans)) + b"\xff\xd9"
 
 
 def huge_jpeg() -> bytes:
@@ -401,6 +420,21 @@ def image_cases() -> list[Case]:
             too_large,
         ),
         Case("jpeg-63mp-standard-draft-mode", "guarded", raw(huge_jpeg), 200, None),
+        Case(
+            "jpeg-progressive-10-scans",
+            "guarded",
+            raw(lambda: encoded("JPEG", progressive=True)),
+            200,
+            None,
+        ),
+        Case("jpeg-200-scans", "guarded", raw(lambda: jpeg_with_scans(200)), 200, None),
+        Case(
+            "jpeg-20000-scans-cpu-bomb",
+            "guarded",
+            raw(lambda: jpeg_with_scans(20_000, (4000, 3000))),
+            422,
+            too_large,
+        ),
         Case(
             "jpeg-63mp-reference",
             "guarded",
@@ -951,3 +985,16 @@ def test_chunked_body_under_the_cap_is_scored_on_the_real_server(capped_server: 
     small = encoded("JPEG")
     answer = chunked_post(capped_server.port, "image/jpeg", iter([small[:1000], small[1000:]]))
     assert answer.split(b"\r\n", 1)[0].startswith(b"HTTP/1.1 200"), answer[:300]
+
+
+def test_jpeg_scan_limit_is_exact() -> None:
+    """256 scans decode (a rare but possible file), 257 are refused before any decoding."""
+    for mode in ("standard", "reference"):
+        decoded = decode(
+            jpeg_with_scans(MAX_JPEG_SCANS), mode=mode, max_pixels=50_000_000, max_frames=8
+        )
+        assert decoded.frames[0].size == (640, 480)
+        with pytest.raises(ImageTooLarge, match=f"{MAX_JPEG_SCANS + 1} scans"):
+            decode(
+                jpeg_with_scans(MAX_JPEG_SCANS + 1), mode=mode, max_pixels=50_000_000, max_frames=8
+            )
