@@ -38,6 +38,7 @@ MAX_CACHED_REPLY_BYTES = 16 * 1024
 """Replies larger than this (a big ``echo``) are not kept for duplicates, which bounds the
 cache at ~``NSFWOID_EVENT_CACHE_SIZE`` × 16 KiB; their redelivery is scored again, and gets
 the same reply id."""
+
 _REPLY_NAMESPACE = uuid.UUID("0e6c4f55-5d0e-4c1b-9a37-9a3d1f1b6e2a")
 _CORE_ATTRIBUTES = frozenset(
     {
@@ -277,7 +278,7 @@ class EventCache:
     def put(self, key: tuple[object, ...], value: Reply | ScoringError) -> None:
         if self._capacity <= 0:
             return
-        if isinstance(value, tuple) and len(value[1]) > MAX_CACHED_REPLY_BYTES:
+        if not isinstance(value, ScoringError) and len(value[1]) > MAX_CACHED_REPLY_BYTES:
             return
         with self._lock:
             self._items[key] = value

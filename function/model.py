@@ -80,8 +80,8 @@ class OnnxRuntime:
       once per layer: 20 against 26 ms for a lone 1920×1080 request over HTTP.
     - with other requests in flight, spinning only steals a core from the threads decoding
       them (a pool thread spins whenever its partner is preempted), so those runs go to a
-      pool that never spins: 67 against 58 images/s at 2 clients, 2.7 ms less CPU per image
-      at 16.
+      pool that never spins: 72 → 77 images/s and 2.7 ms less CPU per image at 16 clients,
+      58 → 60-64 images/s at 2.
 
     The second session costs ~30 MiB. Without ``spin`` one never-spinning session serves all.
     """
