@@ -29,7 +29,7 @@ import requests
 from flask import Flask
 from PIL import Image
 
-from function.decode import MAX_JPEG_SCANS, decode
+from function.decode import MAX_FRAMES_WALKED, MAX_JPEG_SCANS, decode
 from function.errors import ImageTooLarge
 from function.fetch import Fetcher
 from function.netguard import AddressPolicy, system_resolver
@@ -188,6 +188,36 @@ def jpeg_with_scans(total: int, size: tuple[int, int] = (640, 480)) -> bytes:
         i = end
     start, end = min(scans[1:], key=lambda scan: scan[1] - scan[0])
     return data[: scans[-1][1]] + data[start:end] * (total - len(scans)) + b"\xff\xd9"
+
+
+def gif_tiny_frames(count: int) -> bytes:
+    """``count`` frames of 1x1: nothing for the pixel budget, a step each to walk through."""
+    buffer = io.BytesIO()
+    Image.new("P", (1, 1), 0).save(buffer, "GIF")
+    gif = buffer.getvalue()
+    start = gif.index(b",")  # the image descriptor: the frame runs to just before ";"
+    return gif[:start] + gif[start:-1] * count + b";"
+
+
+def tiff_pages(count: int) -> bytes:
+    """A little-endian TIFF of ``count`` 1x1 grey pages, all pointing at one pixel."""
+    tags = [(256, 3, 1), (257, 3, 1), (258, 3, 8), (259, 3, 1), (262, 3, 1)]
+    ifd_size = 2 + 12 * (len(tags) + 3) + 4
+    pixel_at = 8 + count * ifd_size
+    out = bytearray(b"II*\x00" + struct.pack("<I", 8))
+    for page in range(count):
+        entries = [*tags, (273, 4, pixel_at), (278, 3, 1), (279, 4, 1)]
+        out += struct.pack("<H", len(entries))
+        for tag, kind, value in entries:
+            out += struct.pack("<HHII", tag, kind, 1, value)
+        out += struct.pack("<I", 8 + (page + 1) * ifd_size if page + 1 < count else 0)
+    return bytes(out + b"\x80")
+
+
+def tiny_frames_sampled_early(result: dict[str, Any]) -> None:
+    assert result["image"]["frames"] == 20_000
+    indices = [frame["index"] for frame in result["frame_scores"]]
+    assert len(indices) == 8 and max(indices) == MAX_FRAMES_WALKED - 1
 
 
 def huge_jpeg() -> bytes:
@@ -428,6 +458,22 @@ def image_cases() -> list[Case]:
             None,
         ),
         Case("jpeg-200-scans", "guarded", raw(lambda: jpeg_with_scans(200)), 200, None),
+        Case(
+            "gif-20000-tiny-frames",
+            "guarded",
+            raw(lambda: gif_tiny_frames(20_000), "image/gif"),
+            200,
+            None,
+            check=tiny_frames_sampled_early,
+        ),
+        Case("tiff-3-pages", "guarded", raw(lambda: tiff_pages(3), "image/tiff"), 200, None),
+        Case(
+            "tiff-20000-pages",
+            "guarded",
+            raw(lambda: tiff_pages(20_000), "image/tiff"),
+            422,
+            too_large,
+        ),
         Case(
             "jpeg-20000-scans-cpu-bomb",
             "guarded",
@@ -997,4 +1043,17 @@ def test_jpeg_scan_limit_is_exact() -> None:
         with pytest.raises(ImageTooLarge, match=f"{MAX_JPEG_SCANS + 1} scans"):
             decode(
                 jpeg_with_scans(MAX_JPEG_SCANS + 1), mode=mode, max_pixels=50_000_000, max_frames=8
+            )
+
+
+def test_tiff_page_limit_is_exact() -> None:
+    """1000 pages decode, 1001 are refused, counted without parsing a single page."""
+    for mode in ("standard", "reference"):
+        decoded = decode(
+            tiff_pages(MAX_FRAMES_WALKED), mode=mode, max_pixels=50_000_000, max_frames=8
+        )
+        assert decoded.frames_total == MAX_FRAMES_WALKED
+        with pytest.raises(ImageTooLarge, match=f"more than {MAX_FRAMES_WALKED} pages"):
+            decode(
+                tiff_pages(MAX_FRAMES_WALKED + 1), mode=mode, max_pixels=50_000_000, max_frames=8
             )
