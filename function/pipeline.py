@@ -10,6 +10,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -118,19 +119,25 @@ class Pipeline:
             batch = np.stack([image_to_tensor(frame) for frame in decoded.frames])
 
         with self._stage("predict", timing, deadline):
-            frame_scores = self.predict(batch, deadline)
+            future = self._submit(batch)
+            # The result needs the SHA-1 anyway: take it while the model runs on its own
+            # thread (hashlib lets go of the GIL), not after.
+            sha1 = hashlib.sha1(data).hexdigest()
+            frame_scores = self._wait(future, deadline)
 
         score = float(frame_scores.max())
         self.metrics.scores.observe(score)
         timing["total"] = (time.perf_counter() - started) * 1000
-        return self._result(score, frame_scores, decoded, data, mode, timing)
+        return self._result(score, frame_scores, decoded, sha1, mode, timing)
 
-    def predict(self, batch: np.ndarray, deadline: float) -> np.ndarray:
+    def _submit(self, batch: np.ndarray) -> Future[np.ndarray]:
         if not self.model.ready:
             raise NotReady("the model is still loading")
         # Alone: no other request is being fetched, decoded or scored, so the runtime may
         # spend CPU on this one's latency (see OnnxRuntime) without taking it from another.
-        future = self.batcher.submit(batch, alone=self._scoring <= 1)
+        return self.batcher.submit(batch, alone=self._scoring <= 1)
+
+    def _wait(self, future: Future[np.ndarray], deadline: float) -> np.ndarray:
         try:
             return future.result(timeout=max(deadline - time.monotonic(), 0.001))
         except FutureTimeout as exc:
@@ -154,12 +161,11 @@ class Pipeline:
         score: float,
         frame_scores: np.ndarray,
         decoded: Decoded,
-        data: bytes,
+        sha1: str,
         mode: str,
         timing: dict[str, float],
     ) -> dict[str, Any]:
         assert self.model.info is not None
-        sha1 = hashlib.sha1(data).hexdigest()
         result: dict[str, Any] = {
             "score": score,
             "model": self.model.info.as_dict(),
