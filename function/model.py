@@ -129,12 +129,9 @@ class TensorFlowRuntime:
         return np.asarray(out["nsfw"].numpy(), dtype=np.float32).reshape(-1)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+def _sha256(path: Path) -> str:
     with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 class Model:
@@ -172,7 +169,7 @@ class Model:
                 f"no usable manifest at {manifest_path}; build the model with `make model`"
             ) from exc
         if self.runtime_name in ("litert", "onnxruntime"):
-            actual = sha256_file(path) if path.is_file() else "missing"
+            actual = _sha256(path) if path.is_file() else "missing"
             if actual != expected:
                 raise ModelLoadError(f"{path} sha256 {actual} does not match the manifest")
             self._runtime = (
