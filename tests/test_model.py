@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from function.model import Model
+from function.model import Model, ModelLoadError
 from function.preprocess import reference_tensor
 from tests.conftest import MODEL_DIR
 from tests.photos import photo_bytes
@@ -30,3 +33,16 @@ def test_a_score_does_not_depend_on_its_batch(runtime: str, spin: bool) -> None:
     assert float(np.abs(batched - alone).max()) <= 1e-6
     assert float(np.abs(singles - alone).max()) <= 1e-6
     assert len({round(float(score), 3) for score in alone}) > 1  # real, differing scores
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "litert"])
+def test_an_artefact_that_is_not_the_built_one_is_refused(tmp_path: Path, runtime: str) -> None:
+    """The runtime serves only the file whose SHA-256 the manifest records."""
+    name = "open_nsfw.onnx" if runtime == "onnxruntime" else "open_nsfw.tflite"
+    shutil.copy(MODEL_DIR / "manifest.json", tmp_path / "manifest.json")
+    (tmp_path / name).write_bytes((MODEL_DIR / name).read_bytes()[:-1] + b"\x00")
+    with pytest.raises(ModelLoadError, match="does not match the manifest"):
+        Model(tmp_path, runtime).load()
+    (tmp_path / name).unlink()
+    with pytest.raises(ModelLoadError, match="sha256 missing"):
+        Model(tmp_path, runtime).load()
