@@ -6,8 +6,9 @@ hop. Redirects are followed by hand so that each hop is re-checked. The body is 
 a byte cap and a wall-clock deadline whatever ``Content-Length`` claims, so slow-drip and
 endless bodies end on our terms.
 
-Failures map to statuses Knative Eventing retries only when retrying can help: the image
-host's 404/403/410 stay retryable 502s on purpose (an upload may not be fetchable yet).
+A missing file (404/410/403) is the caller's problem on plain HTTP (422); the event path
+answers it as retryable instead (``respond.status_of``), since an upload may not be fetchable
+yet. The host's own failures (429, 5xx, resets) are retryable 502/503 everywhere.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from function.config import Settings
 from function.errors import (
     DeadlineExceeded,
     ScoringError,
+    SourceMissing,
     SourceTimeout,
     SourceTooLarge,
     SourceUnavailable,
@@ -204,8 +206,12 @@ class Fetcher:
                 status=503,
                 retry_after=_retry_after(response, 5),
             )
-        if status in (404, 410, 403):
-            raise SourceUnavailable(f"the image host does not serve the file (HTTP {status})")
+        if status in (404, 410):
+            raise SourceMissing(f"the image host has no such file (HTTP {status})")
+        if status == 403:
+            raise SourceMissing(
+                "the image host refuses to serve the file (HTTP 403)", code="source_forbidden"
+            )
         raise SourceUnavailable(f"the image host answered HTTP {status}")
 
     def _read_body(self, response: requests.Response, clock: _Clock) -> bytes:
