@@ -72,6 +72,8 @@ class Router:
     def _get(self, path: str, request: Request) -> Response:
         service = self.service
         if path == "/healthz":
+            if not service.alive:
+                return json_response({"status": "dead", "reason": "inference thread stopped"}, 503)
             return json_response({"status": "ok"})
         if path == "/readyz":
             if service.ready:
@@ -82,7 +84,9 @@ class Router:
                     }
                 )
             reason = (
-                "draining"
+                "inference thread stopped"
+                if not service.alive
+                else "draining"
                 if service.draining
                 else "model failed to load"
                 if service.load_error

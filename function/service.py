@@ -58,8 +58,14 @@ class Service:
         self.metrics.inference_runs.labels(str(alone).lower()).inc()
 
     @property
+    def alive(self) -> bool:
+        """False once the inference thread has died: no request can be scored again, so
+        liveness fails and the platform restarts the container."""
+        return self.batcher.alive
+
+    @property
     def ready(self) -> bool:
-        return self.model.ready and not self._draining.is_set()
+        return self.model.ready and not self._draining.is_set() and self.alive
 
     @property
     def draining(self) -> bool:
