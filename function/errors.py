@@ -5,7 +5,9 @@ to the caller; anything internal goes to the log, never into a response body.
 
 Status choices follow Knative Eventing's retry rules (it retries 404, 409, 429 and every 5xx,
 and no other 4xx): permanent faults of the input are 4xx, transient faults of the image host
-are 502/503/504 so that a just-uploaded file that is not fetchable yet heals by retry.
+are 502/503/504. A file the host says it does not have (or will not serve) is the caller's
+mistake on the HTTP path, a 422 that no proxy retries; the event door, where an upload event
+may outrun its file, answers it retryably instead.
 """
 
 from __future__ import annotations
@@ -76,8 +78,14 @@ class TooManyRedirects(ScoringError):
     status, code = 422, "too_many_redirects"
 
 
+class SourceMissing(ScoringError):
+    """The image host answered 404/410 (``source_not_found``) or 403 (``source_forbidden``)."""
+
+    status, code = 422, "source_not_found"
+
+
 class SourceUnavailable(ScoringError):
-    """The image host failed, or does not have the file *yet*: retryable on purpose."""
+    """The image host failed or is overloaded: retryable on purpose."""
 
     status, code, retry_after = 502, "source_unavailable", 5
 

@@ -111,7 +111,7 @@ def test_batch_keeps_order_and_reports_errors_per_item(
     results = body["results"]
     assert [r["url"] for r in results] == [a, missing, b, "ftp://x/y.jpg"]
     assert results[0]["score"] == result_of(client.post("/", json={"url": a}))["score"]
-    assert results[1]["error"]["code"] == "source_unavailable" and results[1]["status"] == 502
+    assert results[1]["error"]["code"] == "source_not_found" and results[1]["status"] == 422
     assert results[2]["score"] == result_of(client.post("/", json={"url": b}))["score"]
     assert results[3]["error"]["code"] == "source_not_allowed" and results[3]["status"] == 422
 
@@ -222,16 +222,22 @@ def test_caller_mistakes_are_clear_4xx(
 
 def test_plain_text_path_answers_errors_as_text(client: FlaskClient, image_host: ImageHost) -> None:
     response = client.post("/", data={"url": image_host.url("/nowhere.jpg")})
-    assert response.status_code == 502 and response.mimetype == "text/plain"
-    assert response.get_data(as_text=True).startswith("error: source_unavailable:")
-    assert response.headers["Retry-After"]
+    assert response.status_code == 422 and response.mimetype == "text/plain"
+    assert response.get_data(as_text=True).startswith("error: source_not_found:")
+    assert "Retry-After" not in response.headers
 
 
 def test_source_failures_map_to_retryable_statuses(
     client: FlaskClient, image_host: ImageHost
 ) -> None:
+    # A file the host does not have is the caller's mistake here, not a retryable fault.
     gone = client.post("/", json={"url": image_host.url("/never-uploaded.jpg")})
-    assert gone.status_code == 502 and gone.get_json()["error"]["code"] == "source_unavailable"
+    assert gone.status_code == 422 and gone.get_json()["error"]["code"] == "source_not_found"
+    assert "Retry-After" not in gone.headers
+    failing = image_host.file("/failing-http.jpg", b"oops", "text/plain", status=500)
+    broken = client.post("/", json={"url": failing})
+    assert broken.status_code == 502 and broken.headers["Retry-After"]
+    assert broken.get_json()["error"]["code"] == "source_unavailable"
     slow = image_host.hang("/hang-http.jpg", 6)
     started = time.monotonic()
     timed_out = client.post("/", json={"url": slow})
