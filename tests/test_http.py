@@ -20,6 +20,7 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from function.pipeline import Source
 from tests.conftest import make_app, start_app
@@ -333,6 +334,24 @@ def test_metrics_present_and_moving(client: FlaskClient) -> None:
     assert _metric(after, predict) == _metric(before, predict) + 1
     assert _metric(after, "nsfwoid_score_count") == _metric(before, "nsfwoid_score_count") + 1
     assert _metric(after, "nsfwoid_model_load_seconds") > 0
+
+
+def test_process_metrics_are_exported(client: FlaskClient) -> None:
+    families = {
+        family.name: family
+        for family in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))
+    }
+
+    def value(name: str) -> float:
+        assert name in families, sorted(families)
+        return sum(sample.value for sample in families[name].samples)
+
+    assert value("process_resident_memory_bytes") > 0
+    assert value("process_open_fds") > 0
+    assert value("process_cpu_seconds") > 0  # this process has loaded and run the model
+    assert value("process_start_time_seconds") > 0
+    assert families["python_gc_collections"].samples  # one per generation
+    assert families["python_info"].samples[0].labels["major"] == "3"
 
 
 def test_lone_requests_run_alone_and_concurrent_ones_do_not(
