@@ -124,7 +124,12 @@ class Service:
         if not self._draining.is_set():
             self._draining.set()
             self.metrics.ready.set(0)
-            log(logger, logging.INFO, "draining: readiness now 503")
+            log(
+                logger,
+                logging.INFO,
+                "draining: readiness now 503",
+                drain_s=self.settings.drain_seconds,
+            )
 
     def stop(self) -> None:
         self.begin_shutdown()
