@@ -36,13 +36,13 @@ _STOP = object()
 logger = logging.getLogger("nsfwoid")
 
 
-def _resolve(future: Future[Scores], result: Scores | None, error: BaseException | None) -> None:
+def _resolve(future: Future[Scores], outcome: Scores | BaseException) -> None:
     """Set a result or an error; a future already cancelled or resolved is left as it is."""
     try:
-        if error is not None:
-            future.set_exception(error)
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
         else:
-            future.set_result(result)
+            future.set_result(outcome)
     except InvalidStateError:
         pass  # its request gave up waiting (deadline): nobody reads this answer
 
@@ -126,7 +126,7 @@ class Batcher:
             except Exception as exc:  # a bug here must not end the thread every request needs
                 logger.exception("inference loop error", extra={"fields": {"outcome": "error"}})
                 for item in items:
-                    _resolve(item.future, None, exc)
+                    _resolve(item.future, exc)
             if stopping:
                 return
 
@@ -142,12 +142,12 @@ class Batcher:
             scores = self._model.predict(batch, alone=alone)
         except Exception as exc:  # hand any model failure to every waiting request
             for item in items:
-                _resolve(item.future, None, exc)
+                _resolve(item.future, exc)
             return
         offset = 0
         for item in items:
             count = len(item.tensors)
-            _resolve(item.future, scores[offset : offset + count], None)
+            _resolve(item.future, scores[offset : offset + count])
             offset += count
         if self._on_batch is not None:  # after the answers: a metrics fault delays no one
             self._on_batch(len(batch), alone, time.perf_counter() - started)
