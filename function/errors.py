@@ -5,9 +5,7 @@ to the caller; anything internal goes to the log, never into a response body.
 
 Status choices follow Knative Eventing's retry rules (it retries 404, 409, 429 and every 5xx,
 and no other 4xx): permanent faults of the input are 4xx, transient faults of the image host
-are 502/503/504. A file the host says it does not have (or will not serve) is the caller's
-mistake on the HTTP path, a 422 that no proxy retries; the event door, where an upload event
-may outrun its file, answers it retryably instead.
+are 502/503/504 so that a just-uploaded file that is not fetchable yet heals by retry.
 """
 
 from __future__ import annotations
@@ -48,6 +46,12 @@ class MethodNotAllowed(ScoringError):
     status, code = 405, "method_not_allowed"
 
 
+class RequestTimeout(ScoringError, TimeoutError):
+    """The caller did not send its whole body in time."""
+
+    status, code = 408, "request_timeout"
+
+
 class PayloadTooLarge(ScoringError):
     status, code = 413, "payload_too_large"
 
@@ -79,7 +83,10 @@ class TooManyRedirects(ScoringError):
 
 
 class SourceMissing(ScoringError):
-    """The image host answered 404/410 (``source_not_found``) or 403 (``source_forbidden``)."""
+    """The image host has no such file (404/410) or refuses it (403, code ``source_forbidden``).
+
+    A caller's mistyped URL on plain HTTP; on the event path a just-uploaded file may not be
+    visible yet, so the event door answers it as retryable (``respond``)."""
 
     status, code = 422, "source_not_found"
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from flask import Flask, request
+from flask import Flask
 
 from function.batcher import Batcher
 from function.config import Settings
@@ -22,8 +22,8 @@ from function.fetch import Fetcher
 from function.metrics import Metrics
 from function.model import ModelInfo
 from function.pipeline import Pipeline, Source
-from function.routes import Router
 from function.service import Service
+from tests.fakes import flask_app
 from tests.photos import photo_jpeg
 
 JPEG = photo_jpeg("coffee", (64, 48), quality=85)
@@ -147,12 +147,8 @@ def get(app: Flask, path: str) -> Any:
 # The thread is killed on purpose here; pytest would report its end as a warning.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_dead_inference_thread_fails_liveness_and_readiness(runtime: SlowRuntime) -> None:
-    service = Service(Settings())  # its model is never loaded: the fake one scores
-    service.model = runtime  # type: ignore[assignment]
-    service.batcher = Batcher(runtime)  # type: ignore[arg-type]
-    router = Router(service)
-    app = Flask(__name__)
-    app.add_url_rule("/<path:path>", view_func=lambda path: router(request))
+    service = Service(Settings(), runtime)  # type: ignore[arg-type]
+    app = flask_app(service)
 
     service.batcher.start()
     assert get(app, "/healthz").status_code == 200
