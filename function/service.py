@@ -61,8 +61,14 @@ class Service:
         self.metrics.inference_runs.labels(str(alone).lower()).inc()
 
     @property
+    def alive(self) -> bool:
+        """False once the inference thread has died: no request can be scored again, so
+        liveness fails and the platform restarts the container."""
+        return self.batcher.alive
+
+    @property
     def ready(self) -> bool:
-        return self.model.ready and not self._draining.is_set()
+        return self.model.ready and not self._draining.is_set() and self.alive
 
     @property
     def draining(self) -> bool:
@@ -121,7 +127,12 @@ class Service:
         if not self._draining.is_set():
             self._draining.set()
             self.metrics.ready.set(0)
-            log(logger, logging.INFO, "draining: readiness now 503")
+            log(
+                logger,
+                logging.INFO,
+                "draining: readiness now 503",
+                drain_s=self.settings.drain_seconds,
+            )
 
     def stop(self) -> None:
         self.begin_shutdown()
