@@ -25,7 +25,7 @@ from function.errors import (
     PayloadTooLarge,
     ScoringError,
 )
-from function.logs import log, log_context
+from function.logs import log_context, log_request
 from function.pipeline import Source
 from function.respond import (
     error_payload,
@@ -126,6 +126,7 @@ class Router:
         text = not is_event and inputs.prefers_text(request)
         with log_context(request_id=request_id) as context:
             outcome = "ok"
+            failure: Exception | None = None
             try:
                 with service.admitted():
                     if not service.model.ready:
@@ -142,25 +143,16 @@ class Router:
                         context["input"] = kind
                         response = self._score(parsed, request_id, deadline, context)
             except ScoringError as error:
-                outcome = error.code
+                outcome, failure = error.code, error
                 response = self._error(error, request_id, text)
-            except Exception:  # a bug: log it whole, tell the caller little
-                outcome = "internal_error"
-                logger.exception("unhandled error while scoring")
+            except Exception as bug:  # logged whole (with its stack), the caller told little
+                outcome, failure = "internal_error", bug
                 response = error_response(InternalError("internal error"), request_id, text=text)
             duration = time.perf_counter() - started
             service.metrics.requests.labels(kind, outcome).inc()
             service.metrics.request_seconds.labels(kind).observe(duration)
             response.headers["X-Request-Id"] = request_id
-            log(
-                logger,
-                logging.INFO if response.status_code < 500 else logging.WARNING,
-                "scored" if outcome == "ok" else "request failed",
-                input=kind,
-                outcome=outcome,
-                status=response.status_code,
-                duration_ms=round(duration * 1000, 3),
-            )
+            log_request(logger, request.environ, response, duration, error=failure, input=kind)
             return response
 
     def _error(self, error: ScoringError, request_id: str, text: bool) -> Response:

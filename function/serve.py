@@ -89,7 +89,7 @@ class Server(gunicorn.app.base.BaseApplication):
 
 def main() -> None:
     settings = Settings.from_env(os.environ)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, service_name=settings.service_name)
     Server(settings).run()
 
 
