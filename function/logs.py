@@ -24,6 +24,8 @@ from typing import Any, TextIO
 import ecs_logging
 from gunicorn.glogging import Logger as GunicornLogger
 
+from function.errors import ScoringError
+
 _context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "nsfwoid_log_context", default=None
 )
@@ -112,24 +114,20 @@ def _put_default(into: dict[str, Any], path: list[str], value: Any) -> None:
     into.setdefault(path[-1], value)
 
 
-_service_name = "nsfwoid"
-
-
 def configure_logging(
-    level: str = "INFO", stream: TextIO | None = None, service_name: str | None = None
+    level: str = "INFO", stream: TextIO | None = None, service_name: str = "nsfwoid"
 ) -> None:
     """Route every logger through one ECS JSON handler on stdout (called once, at start-up)."""
-    global _service_name
-    _service_name = service_name or _service_name
     handler = logging.StreamHandler(stream or sys.stdout)
-    handler.setFormatter(EcsFormatter(_service_name))
+    handler.setFormatter(EcsFormatter(service_name))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     # urllib3 logs each request's path and query at debug: a URL may carry a token.
     logging.getLogger("urllib3").setLevel(max(logging.INFO, root.level))
     logging.captureWarnings(True)  # Python warnings as log lines, not bare text on stderr
-    threading.excepthook = _thread_excepthook
+    if threading.excepthook is threading.__excepthook__:  # not one a test runner installed
+        threading.excepthook = _thread_excepthook  # a dying thread: a line, not bare stderr
 
 
 def _thread_excepthook(args: threading.ExceptHookArgs) -> None:
@@ -210,7 +208,7 @@ def error_fields(error: BaseException) -> dict[str, Any]:
     kind = type(cause)
     module = "" if kind.__module__ == "builtins" else kind.__module__ + "."
     return {
-        "error.code": getattr(error, "code", None),
+        "error.code": error.code if isinstance(error, ScoringError) else None,
         "error.type": module + kind.__qualname__,
         "error.message": redact(str(cause) or str(error) or kind.__name__),
     }
@@ -254,7 +252,7 @@ def log_request(
     exc_info: BaseException | None = None
     if error is None:
         message = "scored"
-    elif hasattr(error, "code") and hasattr(error, "status"):
+    elif isinstance(error, ScoringError):
         message = f"request failed: {error}"
         extra.update(error_fields(error))
     else:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from flask import Flask
 
 from function.logs import EcsFormatter, log, log_context, redact
 from tests.conftest import running_server
@@ -125,6 +126,39 @@ def captured() -> Iterator[tuple[logging.Logger, io.StringIO]]:
     logger.propagate = False
     yield logger, stream
     logger.removeHandler(handler)
+
+
+def test_a_bug_is_one_error_line_with_its_stack(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stand-in for a bug anywhere past admission: the router must still answer a generic
+    # 500 and log the request once, with the exception whole.
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug in the pipeline")
+
+    monkeypatch.setattr(app.extensions["nsfwoid"].pipeline, "score", broken)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(EcsFormatter())
+    router_logger = logging.getLogger("nsfwoid")
+    router_logger.addHandler(handler)
+    try:
+        response = app.test_client().post(
+            "/",
+            data=photo_jpeg("coffee", (64, 64)),
+            content_type="image/jpeg",
+            headers={"X-Request-Id": "bug-1"},
+        )
+    finally:
+        router_logger.removeHandler(handler)
+    assert response.status_code == 500
+    assert "a bug" not in response.get_data(as_text=True)  # the caller is told little
+    (line,) = [e for e in entries(stream.getvalue()) if field(e, "http.request.id") == "bug-1"]
+    assert line["log.level"] == "error" and line["message"] == "request failed: internal error"
+    assert field(line, "error.code") == "internal_error"
+    assert field(line, "error.type") == "RuntimeError"
+    assert field(line, "error.message") == "a bug in the pipeline"
+    assert "broken" in field(line, "error.stack_trace")
 
 
 def test_request_context_reaches_every_line_inside_it(
