@@ -234,8 +234,10 @@ def log_request(
     """The one line for a scoring request: HTTP, outcome, cause, and the request context.
 
     ``error`` is what failed it: a ``ScoringError`` is described by its cause; anything else
-    is a bug, and its stack trace goes with the line. Marks ``environ`` so that gunicorn's
-    access log does not write a second line for the request.
+    is a bug, and its stack trace goes with the line. The line is written when the response
+    is closed, which a WSGI server does once the answer has gone out: formatting it (~0.1 ms)
+    stays off the caller's latency. Marks ``environ`` so that gunicorn's access log does not
+    write a second line for the request.
     """
     status = int(response.status_code)
     extra = request_fields(
@@ -246,10 +248,13 @@ def log_request(
         request_id=response.headers.get("X-Request-Id"),
     )
     extra.update(ecs_fields(fields))
-    timing = (_context.get() or {}).get("timing_ms")
+    context = _context.get() or {}
+    timing = context.get("timing_ms")
     if isinstance(timing, dict):  # the pipeline's stage timings, filled as they ran
         extra["nsfwoid.timing_ms"] = {stage: round(ms, 3) for stage, ms in timing.items()}
-    exc_info: BaseException | None = None
+    for name, value in ecs_fields(context).items():  # the context is gone by the time of writing
+        extra.setdefault(name, value)
+    exc_info = None
     if error is None:
         message = "scored"
     elif isinstance(error, ScoringError):
@@ -258,10 +263,15 @@ def log_request(
     else:
         message = "request failed: internal error"
         extra["error.code"] = "internal_error"
-        exc_info = error
+        exc_info = (type(error), error, error.__traceback__)
     environ[LOGGED] = True
     level = level_of(extra["url.path"], status)
-    logger.log(level, message, extra=extra, exc_info=exc_info, stacklevel=2)
+    if logger.isEnabledFor(level):
+        where = logger.findCaller(stacklevel=2)  # the caller, not the close hook, as origin
+        record = logger.makeRecord(
+            logger.name, level, where[0], where[1], message, (), exc_info, where[2], extra
+        )
+        response.call_on_close(lambda: logger.handle(record))
 
 
 def _header(resp: Any, name: str) -> str | None:
