@@ -3,7 +3,7 @@
 Formatting is ``ecs-logging``'s; this module adds what is ours: the request's context (a
 ``contextvars`` context, so any ``logging`` call made while serving a request carries its id),
 our field names under their ECS names (our own facts under ``nsfwoid.*``), and the one line
-per request. A scoring request's line is written by the router (:func:`log_request`), which
+per request. A scoring request's line is written by the app (:func:`log_request`), which
 knows the score, the timings and the cause of a failure; every other request's line is
 gunicorn's access line, in the same shape. Image bytes and full URLs never reach a log: a
 fetched image is named by its host (``url.domain``) only, since a URL may carry a token.
@@ -43,7 +43,7 @@ ECS_NAMES = {
 # Machine traffic at fixed intervals whose state the metrics and the start/drain lines
 # already tell: logged at debug, or a probe every few seconds would bury the requests.
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-LOGGED = "nsfwoid.logged"  # WSGI environ key: the router wrote this request's line
+LOGGED = "nsfwoid.logged"  # WSGI environ key: the app wrote this request's line
 _URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://[^/\s'\"?#]+)([^\s'\"]*)")
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _CAUSE_DEPTH = 16
@@ -215,11 +215,11 @@ def error_fields(error: BaseException) -> dict[str, Any]:
 
 
 def level_of(path: str, status: int) -> int:
+    if status == 500:
+        return logging.ERROR  # a bug, wherever it happened
     if path.rstrip("/") in QUIET_PATHS:
         return logging.DEBUG
-    if status >= 500:
-        return logging.ERROR if status == 500 else logging.WARNING
-    return logging.INFO
+    return logging.WARNING if status >= 500 else logging.INFO
 
 
 def log_request(
@@ -295,7 +295,7 @@ class GunicornJsonLogger(GunicornLogger):
         self.access_log.setLevel(logging.NOTSET)
 
     def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
-        """The line for a request the router did not log (operations endpoints, 404s)."""
+        """The line for a request the app did not log (operations endpoints, unknown paths)."""
         if not self.access_log_enabled or environ.get(LOGGED):
             return
         code = str(getattr(resp, "status", "") or "").split(" ", 1)[0]

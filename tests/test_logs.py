@@ -131,7 +131,7 @@ def captured() -> Iterator[tuple[logging.Logger, io.StringIO]]:
 def test_a_bug_is_one_error_line_with_its_stack(
     app: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A stand-in for a bug anywhere past admission: the router must still answer a generic
+    # A stand-in for a bug anywhere past admission: the app must still answer a generic
     # 500 and log the request once, with the exception whole.
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug in the pipeline")
@@ -140,8 +140,8 @@ def test_a_bug_is_one_error_line_with_its_stack(
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(EcsFormatter())
-    router_logger = logging.getLogger("nsfwoid")
-    router_logger.addHandler(handler)
+    app_logger = logging.getLogger("nsfwoid")
+    app_logger.addHandler(handler)
     try:
         with app.test_client().post(
             "/",
@@ -153,7 +153,7 @@ def test_a_bug_is_one_error_line_with_its_stack(
             assert "a bug" not in response.get_data(as_text=True)  # the caller is told little
             assert not stream.getvalue()  # written once the answer is out, as a server closes it
     finally:
-        router_logger.removeHandler(handler)
+        app_logger.removeHandler(handler)
     (line,) = [e for e in entries(stream.getvalue()) if field(e, "http.request.id") == "bug-1"]
     assert line["log.level"] == "error" and line["message"] == "request failed: internal error"
     assert field(line, "error.code") == "internal_error"
