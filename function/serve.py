@@ -121,7 +121,7 @@ def main() -> None:
         configure_logging()
         log(logger, logging.ERROR, f"invalid configuration: {error}", variable=error.variable)
         raise SystemExit(2) from None
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, service_name=settings.service_name)
     Server(settings).run()
 
 

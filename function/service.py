@@ -79,7 +79,9 @@ class Service:
         with self._start_lock:
             if self._loader is None:
                 if not logging.getLogger().handlers:  # run by functions-framework's own CLI
-                    configure_logging(self.settings.log_level)
+                    configure_logging(
+                        self.settings.log_level, service_name=self.settings.service_name
+                    )
                 configure_pillow()
                 if self.settings.allow_private_networks:
                     log(
@@ -103,7 +105,7 @@ class Service:
             self.model.warm_up()
         except Exception as exc:  # keep serving liveness; readiness reports the failure
             self.load_error = f"{type(exc).__name__}: {exc}"
-            logger.exception("model failed to load", extra={"fields": {"outcome": "error"}})
+            logger.exception("model failed to load", extra={"event.outcome": "failure"})
             return
         info = self.model.info
         assert info is not None

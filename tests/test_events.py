@@ -27,6 +27,7 @@ from flask.testing import FlaskClient
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from tests.conftest import make_app, running_server, start_app
+from tests.ecs import entries, field
 from tests.imagehost import ImageHost
 from tests.photos import photo_bytes, photo_jpeg
 
@@ -628,26 +629,22 @@ def test_real_server_binary_event_and_json_logs(tmp_path: Path, image_host: Imag
     assert data_of(reply)["score"] == plain_score_value
     assert data_of(reply)["echo"] == {"revid": 7}
 
-    lines = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
+    lines = entries(server.logs())
     by_id = {
-        ce["id"]: [entry for entry in lines if entry.get("event_id") == ce["id"]]
+        ce["id"]: [e for e in lines if field(e, "nsfwoid.cloudevent.id") == ce["id"]]
         for ce in (ok, missing)
     }
-    scored = [entry for entry in by_id[ok["id"]] if entry["message"] == "scored"]
-    assert len(scored) == 1
-    assert (
-        scored[0]
-        | {
-            "event_source": "/wiki/commons",
-            "event_type": UPLOADED,
-            "input": "event",
-            "status": 200,
-        }
-        == scored[0]
-    )
-    assert scored[0]["score"] == plain_score_value
-    failed_lines = [entry for entry in by_id[missing["id"]] if entry["message"] == "request failed"]
-    assert len(failed_lines) == 1
-    assert failed_lines[0]["status"] == 503 and failed_lines[0]["outcome"] == "source_not_found"
-    assert failed_lines[0]["event_source"] == "/wiki/commons"
-    assert failed_lines[0]["event_type"] == UPLOADED
+    (scored,) = by_id[ok["id"]]  # one line for the request, none from gunicorn's access log
+    assert scored["message"] == "scored"
+    assert field(scored, "nsfwoid.cloudevent.source") == "/wiki/commons"
+    assert field(scored, "nsfwoid.cloudevent.type") == UPLOADED
+    assert field(scored, "nsfwoid.input") == "event"
+    assert field(scored, "http.response.status_code") == 200
+    assert field(scored, "nsfwoid.score") == plain_score_value
+    (failed_line,) = by_id[missing["id"]]
+    assert failed_line["message"].startswith("request failed")
+    assert field(failed_line, "http.response.status_code") == 503
+    assert field(failed_line, "error.code") == "source_not_found"
+    assert field(failed_line, "event.outcome") == "failure"
+    assert field(failed_line, "nsfwoid.cloudevent.source") == "/wiki/commons"
+    assert field(failed_line, "nsfwoid.cloudevent.type") == UPLOADED
