@@ -48,10 +48,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def ensure_model() -> Path:
     """The real model, built by convert/ if this checkout has none yet (about 3 minutes)."""
-    if (
-        not (MODEL_DIR / "manifest.json").is_file()
-        or not (MODEL_DIR / "open_nsfw.onnx").is_file()
-    ):
+    if not (MODEL_DIR / "manifest.json").is_file() or not (MODEL_DIR / "open_nsfw.onnx").is_file():
         if os.environ.get("NSFWOID_TESTS_WITHOUT_MODEL"):
             pytest.fail("this test needs the model: use a fixture of MODEL_FIXTURES or mark it")
         subprocess.run([sys.executable, "-m", "convert"], cwd=ROOT, check=True)
@@ -165,9 +162,7 @@ def running_server(tmp_path: Path, **env: str) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture(scope="session")
-def server(
-    built_model: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerProcess]:
+def server(built_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One real server process shared by the tests that only need to talk to it."""
     with running_server(tmp_path_factory.mktemp("server")) as process:
         yield process

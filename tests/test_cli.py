@@ -7,11 +7,14 @@ import os
 import subprocess
 import sys
 
+import pytest
 from flask.testing import FlaskClient
 
 from tests.conftest import ROOT
 from tests.imagehost import ImageHost
 from tests.photos import PHOTOS, photo_bytes
+
+pytestmark = pytest.mark.model  # the CLI loads the real model in its own process
 
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
