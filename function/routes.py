@@ -16,6 +16,7 @@ from flask import Request, Response
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from function import events, inputs
+from function.doors import uploads
 from function.errors import (
     DeadlineExceeded,
     InternalError,
@@ -55,6 +56,7 @@ class Router:
         self._spec_json: str | None = None
         # A batch's URLs are fetched and decoded side by side; inference still batches.
         self._batch_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="nsfwoid-batch")
+        self._uploads = uploads.UploadDoor(service)
 
     def __call__(self, request: Request) -> Response:
         path = request.path.rstrip("/") or "/"
@@ -134,7 +136,11 @@ class Router:
                             "the model failed to load" if failed else "the model is still loading"
                         )
                     deadline = time.monotonic() + service.settings.request_deadline
-                    if is_event:
+                    incoming = self._upload_event(request)
+                    if incoming is not None:
+                        kind = "upload"
+                        response = self._uploads.answer(incoming, deadline, context)
+                    elif is_event:
                         response = self._event(request, request_id, deadline, context)
                     else:
                         parsed = inputs.parse(request, service.settings)
@@ -193,6 +199,24 @@ class Router:
 
         results = list(self._batch_pool.map(one, parsed.sources))
         return json_response({"results": results, "request_id": request_id})
+
+    # --- Wikimedia upload events -----------------------------------------------------
+    def _upload_event(self, request: Request) -> uploads.Incoming | None:
+        """A Wikimedia event (CloudEvent or ChangeProp JSON), or None for the other doors."""
+        content_type = (request.mimetype or "").lower()
+        if "ce-specversion" not in {k.lower() for k in request.headers.keys()} and not (
+            content_type.endswith("json")
+        ):
+            return None
+        if (request.content_length or 0) > self.service.settings.max_body_bytes:
+            return None  # the other doors refuse it as they always have
+        request.max_content_length = self.service.settings.max_body_bytes + 1
+        try:
+            body = request.get_data(cache=True)
+        except RequestEntityTooLarge:
+            request._cached_data = b""
+            return None
+        return uploads.claim(dict(request.headers), body)
 
     # --- CloudEvents ------------------------------------------------------------------
     def _event(
