@@ -160,7 +160,8 @@ class UploadDoor:
                     # 404/403/410, 429, 5xx, unreachable: the message says which.
                     raise FileNotReady(
                         f"the file is not served yet: {error.message}",
-                        retry_after=error.retry_after or FileNotReady.retry_after,
+                        # A host's own Retry-After (429, 503) when it asks for longer.
+                        retry_after=max(error.retry_after or 0, FileNotReady.retry_after),
                     ) from error
                 if error.status >= 500:
                     raise  # ours (overloaded, deadline, a bug) or the host's timeout: retryable
