@@ -297,6 +297,7 @@ def test_overwrite_served_stale_is_retried_until_the_new_version(
     host.file(path_of(url), new)
     reply, ce = reply_of(deliver(client, event), "binary")
     assert reply["image"]["sha1_verified"] is True
+    assert ce is not None
     assert reply["image"]["sha1"] == hashlib.sha1(new).hexdigest() == ce["subject"]
     assert reply["image"]["width"] == 180
     # The sample as it is names a version this host never had: never scored as that version.
@@ -334,7 +335,7 @@ def test_events_that_are_not_scorable_uploads_get_no_reply(
     upload = sample("rc-upload-commonswiki.json")
     deletion = fresh(upload, log_type="delete", log_action="delete")
     user_page = fresh(upload, namespace=2)
-    cases = {
+    cases: dict[tuple[str, str], Any] = {
         ("skipped", "canary"): fresh(sample("rc-canary.json")),
         ("skipped", "not_upload"): [fresh(sample("rc-edit-file-page-not-upload.json")), deletion],
         ("skipped", "not_file_namespace"): user_page,
@@ -348,11 +349,11 @@ def test_events_that_are_not_scorable_uploads_get_no_reply(
     hits = len(host.hits)
     before = counts(client)
     for key, events in cases.items():
-        events = events if isinstance(events, list) else [events]
-        for event in events:
+        for event in events if isinstance(events, list) else [events]:
             for mode in MODES:
                 assert_no_reply(deliver(client, event, mode))
-        assert counts(client)[key] == before.get(key, 0) + 3 * len(events), key
+        count = len(events) if isinstance(events, list) else 1
+        assert counts(client)[key] == before.get(key, 0) + 3 * count, key
     assert len(host.hits) == hits  # nothing was fetched for any of them
 
 
@@ -444,6 +445,7 @@ def test_too_large_original_is_scored_from_its_thumbnail(
     reply, ce = reply_of(deliver(client, event), "binary")
     assert reply["image"]["url"] == thumb_url and reply["image"]["variant"] == "thumbnail"
     assert reply["image"]["sha1_verified"] is False
+    assert ce is not None
     assert reply["image"]["sha1"] == hashlib.sha1(big).hexdigest() == ce["subject"]
     assert reply["score"] == plain_score(client, thumb)
 
@@ -475,6 +477,7 @@ def test_rendered_media_and_page_changes_behind_settings(
     host.file(path_of(swapped(expected["original_url"], host)), data)
     reply, ce = reply_of(deliver(client, event), "binary")
     assert reply["image"]["sha1_verified"] is False
+    assert ce is not None
     assert reply["image"]["sha1"] == hashlib.sha1(data).hexdigest() == ce["subject"]
     assert reply["page"]["page_id"] == 180000001
 
@@ -489,13 +492,13 @@ def test_burst_of_uploads_none_lost(tmp_path: Path, host: ImageHost) -> None:
     tag = uuid.uuid4().hex
     events, late = [], []
     for n in range(300):
-        data = images[n % 3]
-        event = upload_event("commonswiki", f"File:Burst {tag} {n}.jpg", data)
+        image = images[n % 3]
+        event = upload_event("commonswiki", f"File:Burst {tag} {n}.jpg", image)
         url = filerepo.original_url(host.url(""), "commonswiki", filerepo.file_name(event["title"]))
         if n % 5 == 0:
-            late.append((path_of(url), data))
+            late.append((path_of(url), image))
         else:
-            host.file(path_of(url), data)
+            host.file(path_of(url), image)
         events.append(event)
 
     with running_server(tmp_path, NSFWOID_UPLOAD_BASE_URL=host.url("")) as server:
@@ -509,31 +512,31 @@ def test_burst_of_uploads_none_lost(tmp_path: Path, host: ImageHost) -> None:
                     assert int(response.headers["Retry-After"]) > 0
                     return event["meta"]["id"], response.status_code, None
                 decoded = {k: unquote(v) for k, v in response.headers.items()}
-                data = from_http(decoded, response.content).get_data()
-                assert isinstance(data, dict)
-                return event["meta"]["id"], 200, data
+                reply = from_http(decoded, response.content).get_data()
+                assert isinstance(reply, dict)
+                return event["meta"]["id"], 200, reply
 
         scored_by_id: dict[str, dict[str, Any]] = {}
         pending = events
         with ThreadPoolExecutor(max_workers=16) as pool:
             for attempt in range(6):  # a broker's retries, bounded
                 results = list(pool.map(post, pending))
-                for event_id, status, data in results:
+                for event_id, status, reply in results:
                     if status == 200:
-                        assert data is not None
-                        scored_by_id[event_id] = data
+                        assert reply is not None
+                        scored_by_id[event_id] = reply
                 retry = {event_id for event_id, status, _ in results if status != 200}
                 if attempt == 0:
                     assert len(retry) >= len(late)  # the late fifth at least
-                    for path, data in late:
-                        host.file(path, data)
+                    for path, image in late:
+                        host.file(path, image)
                 pending = [e for e in events if e["meta"]["id"] in retry]
                 if not pending:
                     break
     assert not pending, f"{len(pending)} uploads never scored"
     assert len(scored_by_id) == 300
     for event in events:
-        data = scored_by_id[event["meta"]["id"]]
-        assert_valid(data)
-        assert data["image"]["sha1_verified"] is True
-        assert data["image"]["file_name"] == filerepo.file_name(event["title"])
+        scored_event = scored_by_id[event["meta"]["id"]]
+        assert_valid(scored_event)
+        assert scored_event["image"]["sha1_verified"] is True
+        assert scored_event["image"]["file_name"] == filerepo.file_name(event["title"])
