@@ -540,3 +540,40 @@ def test_burst_of_uploads_none_lost(tmp_path: Path, host: ImageHost) -> None:
         assert_valid(scored_event)
         assert scored_event["image"]["sha1_verified"] is True
         assert scored_event["image"]["file_name"] == filerepo.file_name(event["title"])
+
+
+# --- recognising the shapes (no model) ------------------------------------------------------------
+
+
+def test_claim_recognises_only_wikimedia_events() -> None:
+    from function.doors.uploads import claim
+
+    rc = sample("rc-upload-commonswiki.json")
+    for mode in MODES:
+        headers, body = request_for(rc, mode)
+        incoming = claim(headers, body)
+        assert incoming is not None and incoming.mode == mode and incoming.data == rc
+        assert (incoming.delivery.type == KAFKA_TYPE) is (mode != "plain")
+    # A KafkaSource record without a Content-Type is still JSON; percent-encoded headers decode.
+    headers, body = request_for(rc, "binary")
+    del headers["Content-Type"]
+    headers["ce-source"] = "%2Fkafka%23eqiad.mediawiki.recentchange"
+    incoming = claim(headers, body)
+    assert (
+        incoming is not None and incoming.delivery.source == "/kafka#eqiad.mediawiki.recentchange"
+    )
+    not_ours = [
+        ({"Content-Type": "application/json"}, json.dumps({"url": "https://x/y.jpg"}).encode()),
+        ({"Content-Type": "application/json"}, json.dumps({"event": [rc]}).encode()),
+        ({"Content-Type": "application/json"}, json.dumps(rc).encode()),  # bare, not {"event": …}
+        ({"Content-Type": "application/json"}, b"{not json"),
+        ({"Content-Type": "image/jpeg"}, json.dumps({"event": rc}).encode()),
+        (
+            {"Content-Type": STRUCTURED},
+            json.dumps({"specversion": "1.0", "data": json.dumps(rc)}).encode(),
+        ),
+        ({"ce-specversion": "1.0", "Content-Type": "image/jpeg"}, json.dumps(rc).encode()),
+        ({"ce-specversion": "1.0", "Content-Type": "application/json"}, b"[]"),
+    ]
+    for headers, body in not_ours:
+        assert claim(headers, body) is None, (headers, body[:60])
