@@ -19,11 +19,13 @@ from urllib.parse import quote, unquote
 
 from cloudevents.conversion import to_binary, to_structured
 from cloudevents.http import CloudEvent
-from flask import Response
+from flask import Request, Response
 
-from function.errors import FileNotReady, ScoringError, SourceUnavailable
+from function.config import Settings
+from function.doors import Call, Job
+from function.errors import FileNotReady, ScoringError, SourceMissing, SourceUnavailable
 from function.pipeline import Source
-from function.service import Service
+from function.respond import Style
 from function.wikimedia import filerepo, recentchange, scored
 from function.wikimedia.filerepo import Kind
 from function.wikimedia.recentchange import Skip, Upload
@@ -77,26 +79,49 @@ def claim(headers: Mapping[str, str], body: bytes) -> Incoming | None:
     return Incoming(data, delivery, mode)
 
 
-class UploadDoor:
-    def __init__(self, service: Service) -> None:
-        self.service = service
+class UploadsDoor:
+    name = "upload"
+    style: Style = "json"
 
-    def answer(self, incoming: Incoming, deadline: float, context: dict[str, Any]) -> Response:
-        settings = self.service.settings
+    def parse(self, request: Request, path: str, body: bytes, settings: Settings) -> Job | None:
+        if request.method != "POST":
+            return None
+        incoming = claim(dict(request.headers), body)
+        if incoming is None:
+            return None
+        read = recentchange.read(incoming.data, page_change=settings.upload_page_change)
+        if isinstance(read, Upload):
+            upload, kind = read, filerepo.file_type(read.file_name).kind
+            if kind is not Kind.UNSCORABLE and (
+                kind not in (Kind.DOCUMENT, Kind.VIDEO) or settings.score_rendered_media
+            ):
+                return Job("upload", lambda call: _Uploads(call).answer(upload, kind, incoming))
+            read = Skip("file_type")
+        reason = read.reason
+        # Most of the stream is skipped: answered without a scoring slot or the model, so a
+        # loading or busy instance still drains it.
+        return Job("upload", lambda call: _skip(reason, call), weight=0)
+
+
+def _skip(reason: str, call: Call) -> Response:
+    call.service.metrics.upload_events.labels("skipped", reason).inc()
+    call.context.update(input="upload", upload_outcome="skipped", skip_reason=reason)
+    return Response(b"", status=200)
+
+
+class _Uploads:
+    """One upload's scoring, with the service and request it runs in."""
+
+    def __init__(self, call: Call) -> None:
+        self.service = call.service
+        self.call = call
+
+    def answer(self, upload: Upload, kind: Kind, incoming: Incoming) -> Response:
         metrics = self.service.metrics
-        context["input"] = "upload"
-        upload = recentchange.read(incoming.data, page_change=settings.upload_page_change)
-        if isinstance(upload, Skip):
-            return self._skip(upload.reason, context)
+        context = self.call.context
         context.update(wiki=upload.wiki, file_name=upload.file_name, log_action=upload.log_action)
         if upload.meta_id:
             context["event_meta_id"] = upload.meta_id
-        kind = filerepo.file_type(upload.file_name).kind
-        if kind is Kind.UNSCORABLE or (
-            kind in (Kind.DOCUMENT, Kind.VIDEO) and not settings.score_rendered_media
-        ):
-            return self._skip("file_type", context)
-
         key = ("upload", scored.input_key(upload, incoming.delivery), incoming.mode)
         cached = self.service.event_cache.get(key)
         if isinstance(cached, tuple):
@@ -104,9 +129,7 @@ class UploadDoor:
             context["duplicate"] = True
             return Response(cached[1], status=200, headers=cached[0])
         try:
-            data, ok = self._score(
-                upload, self._renditions(upload, kind), incoming, deadline, context
-            )
+            data, ok = self._score(upload, self._renditions(upload, kind), incoming)
         except ScoringError as error:
             metrics.upload_events.labels("retry", error.code).inc()
             raise
@@ -118,11 +141,6 @@ class UploadDoor:
         reply = self._reply(upload, data, ok, incoming)
         self.service.event_cache.put(key, reply)
         return Response(reply[1], status=200, headers=reply[0])
-
-    def _skip(self, reason: str, context: dict[str, Any]) -> Response:
-        self.service.metrics.upload_events.labels("skipped", reason).inc()
-        context.update(upload_outcome="skipped", skip_reason=reason)
-        return Response(b"", status=200)
 
     def _renditions(self, upload: Upload, kind: Kind) -> list[scored.Rendition]:
         """What to fetch, in order: the original of a still raster first, else the thumbnail."""
@@ -137,15 +155,11 @@ class UploadDoor:
         return [thumbnail]
 
     def _score(
-        self,
-        upload: Upload,
-        renditions: list[scored.Rendition],
-        incoming: Incoming,
-        deadline: float,
-        context: dict[str, Any],
+        self, upload: Upload, renditions: list[scored.Rendition], incoming: Incoming
     ) -> tuple[dict[str, Any], bool]:
         """(event data, scored?) for the first rendition that can be scored."""
         pipeline = self.service.pipeline
+        context, deadline = self.call.context, self.call.deadline
         for index, rendition in enumerate(renditions):
             facts: dict[str, Any] = {}
             context["image_url"] = rendition.url
@@ -156,7 +170,10 @@ class UploadDoor:
             except ScoringError as error:
                 if error.code in _TOO_BIG and index + 1 < len(renditions):
                     continue  # the thumbnail is small by construction
-                if isinstance(error, SourceUnavailable) or error.code in _HOST_MISSING:
+                if (
+                    isinstance(error, SourceMissing | SourceUnavailable)
+                    or error.code in _HOST_MISSING
+                ):
                     # 404/403/410, 429, 5xx, unreachable: the message says which.
                     raise FileNotReady(
                         f"the file is not served yet: {error.message}",
