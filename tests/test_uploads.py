@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from unittest import mock
 from urllib.parse import unquote, urlsplit
 
 import pytest
@@ -577,3 +578,19 @@ def test_claim_recognises_only_wikimedia_events() -> None:
     ]
     for headers, body in not_ours:
         assert claim(headers, body) is None, (headers, body[:60])
+
+
+def test_skipped_events_need_no_model(host: ImageHost) -> None:
+    """Most of recentchange is not uploads: a loading (or busy) instance still answers those."""
+    application = make_app(NSFWOID_UPLOAD_BASE_URL=host.url(""))
+    service = application.extensions["nsfwoid"]
+    # The model is never loaded: nothing these events need may wait for it.
+    with mock.patch.object(service, "start"):
+        client = application.test_client()
+        for name in ("rc-canary.json", "rc-edit-file-page-not-upload.json"):
+            for mode in MODES:
+                assert_no_reply(deliver(client, fresh(sample(name)), mode))
+        assert not service.model.ready
+        event = upload_event("enwiki", "File:Waiting.jpg", b"x")
+        response = deliver(client, event)
+        assert response.status_code == 503 and response.get_json()["error"]["code"] == "not_ready"
