@@ -15,12 +15,10 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, unquote
 
-from cloudevents.conversion import to_binary, to_structured
-from cloudevents.http import CloudEvent
 from flask import Request, Response
 
+from function import events
 from function.config import Settings
 from function.doors import Call, Job
 from function.errors import FileNotReady, ScoringError, SourceMissing, SourceUnavailable
@@ -30,13 +28,11 @@ from function.wikimedia import filerepo, recentchange, scored
 from function.wikimedia.filerepo import Kind
 from function.wikimedia.recentchange import Skip, Upload
 
-STRUCTURED = "application/cloudevents+json"
 BINARY, PLAIN = "binary", "plain"
 # The host has no such file, or not for us yet: on this path that is the upload race.
 _HOST_MISSING = frozenset({"source_not_found", "source_forbidden", "source_unavailable"})
 # Errors of the original that its thumbnail avoids: too many bytes, or too many pixels.
 _TOO_BIG = frozenset({"source_too_large", "image_too_large"})
-Reply = tuple[dict[str, str], bytes]
 
 
 @dataclass(frozen=True)
@@ -53,15 +49,19 @@ def claim(headers: Mapping[str, str], body: bytes) -> Incoming | None:
 
     Only the data's ``$schema``/``meta.stream`` decide; a request that does not parse is left to
     the door that would have taken it, which reports the error as before."""
-    lowered = {key.lower(): value for key, value in headers.items()}
+    if b"mediawiki" not in body:
+        # Both markers name the stream (``/mediawiki/…``, ``mediawiki.…``): a cheap test that
+        # spares every other JSON request a second parse.
+        return None
+    lowered = {key.lower(): value for key, value in events.decode_headers(headers).items()}
     content_type = lowered.get("content-type", "").split(";", 1)[0].strip().lower()
     if "ce-specversion" in lowered:
         data = _json_object(body) if _is_json(content_type or "application/json") else None
         delivery = scored.Delivery(
-            *(_header(lowered.get(f"ce-{name}")) for name in ("id", "source", "type"))
+            *(_text(lowered.get(f"ce-{name}")) for name in ("id", "source", "type"))
         )
         mode = BINARY
-    elif content_type == STRUCTURED:
+    elif content_type == events.STRUCTURED:
         envelope = _json_object(body) or {}
         data = envelope.get("data") if isinstance(envelope.get("data"), dict) else None
         delivery = scored.Delivery(
@@ -212,7 +212,9 @@ class _Uploads:
             delivery=incoming.delivery,
         )
 
-    def _reply(self, upload: Upload, data: dict[str, Any], ok: bool, incoming: Incoming) -> Reply:
+    def _reply(
+        self, upload: Upload, data: dict[str, Any], ok: bool, incoming: Incoming
+    ) -> events.Reply:
         if incoming.mode == PLAIN:
             text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
             return {"Content-Type": "application/json"}, text.encode()
@@ -226,16 +228,7 @@ class _Uploads:
             "datacontenttype": "application/json",
             "dataschema": data["$schema"],
         }
-        out = CloudEvent(attributes, data)
-        if incoming.mode == BINARY:
-            headers, body = to_binary(out)
-            # The HTTP binding's percent-encoding: a subject may hold a title in any script.
-            headers = {
-                k: _encode(v) if k.lower().startswith("ce-") else v for k, v in headers.items()
-            }
-        else:
-            headers, body = to_structured(out)
-        return dict(headers), body if isinstance(body, bytes) else str(body).encode()
+        return events.serialize(attributes, data, structured=incoming.mode != BINARY)
 
 
 def _both(facts: dict[str, Any], context: dict[str, Any]) -> Callable[[str, Any], None]:
@@ -258,19 +251,5 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _header(value: str | None) -> str | None:
-    if not value:
-        return None
-    try:
-        value = value.encode("latin-1").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        pass
-    return unquote(value)
-
-
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
-
-
-def _encode(value: str) -> str:
-    return "".join(c if "!" <= c <= "~" and c not in '"%' else quote(c, safe="") for c in value)
