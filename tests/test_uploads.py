@@ -30,9 +30,10 @@ from flask.testing import FlaskClient
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from function.config import Settings
 from function.wikimedia import filerepo, scored
 from tests.conftest import make_app, running_server, start_app
-from tests.imagehost import ImageHost
+from tests.imagehost import ImageHost, send
 from tests.photos import photo_jpeg
 from tests.test_wikimedia import SAMPLES, assert_valid, expected_urls, sample
 
@@ -594,3 +595,22 @@ def test_skipped_events_need_no_model(host: ImageHost) -> None:
         event = upload_event("enwiki", "File:Waiting.jpg", b"x")
         response = deliver(client, event)
         assert response.status_code == 503 and response.get_json()["error"]["code"] == "not_ready"
+
+
+def test_fetches_send_the_user_agent_wikimedia_requires(
+    client: FlaskClient, host: ImageHost
+) -> None:
+    """Wikimedia's User-Agent policy: a descriptive agent with a contact (NSFWOID_USER_AGENT)."""
+    data = photo("coffee", (90, 60), "JPEG")
+    event = upload_event("commonswiki", f"File:Agent {uuid.uuid4().hex}.jpg", data)
+    url = filerepo.original_url(host.url(""), "commonswiki", filerepo.file_name(event["title"]))
+    agents: list[str] = []
+
+    def route(handler: Any) -> None:
+        agents.append(handler.headers["User-Agent"])
+        send(handler, data)
+
+    host.route(path_of(url), route)
+    reply_of(deliver(client, event), "binary")
+    assert agents == [Settings().user_agent]
+    assert "https://" in agents[0] and agents[0].startswith("nsfwoid/")
