@@ -162,7 +162,7 @@ class _Uploads:
         context, deadline = self.call.context, self.call.deadline
         for index, rendition in enumerate(renditions):
             facts: dict[str, Any] = {}
-            context["image_url"] = rendition.url
+            context["image_variant"] = rendition.variant  # never the URL: logs name hosts only
             try:
                 result = pipeline.score(
                     Source(url=rendition.url), deadline=deadline, notes=_both(facts, context)
