@@ -24,7 +24,8 @@ import requests
 from werkzeug.serving import make_server
 
 from function import events
-from function.logs import JsonFormatter
+from function.logs import EcsFormatter
+from tests.ecs import entries, field
 from tests.fakes import fake_app
 from tests.imagehost import ImageHost
 from tests.photos import photo_jpeg
@@ -119,7 +120,7 @@ def test_batch_items_log_with_the_request_id():
     missing = host.file("/gone.jpg", b"", status=404)
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(EcsFormatter())
     logger = logging.getLogger("nsfwoid")
     logger.addHandler(handler)
     level = logger.level
@@ -134,13 +135,13 @@ def test_batch_items_log_with_the_request_id():
         logger.setLevel(level)
         host.close()
     assert response.status_code == 200
-    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    lines = entries(stream.getvalue())
     items = [line for line in lines if line["message"] == "batch item failed"]
     assert len(items) == 2
     for line in items:
-        assert line["request_id"] == "batch-42"
-        assert line["source_host"] == "127.0.0.1"
-        assert line["outcome"] == "source_not_found"
+        assert field(line, "http.request.id") == "batch-42"
+        assert field(line, "url.domain") == "127.0.0.1"
+        assert field(line, "nsfwoid.outcome") == "source_not_found"
 
 
 # --- slow bodies -------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import pytest
 
 from function.config import ConfigError, Settings
 from tests.conftest import ROOT, free_port
+from tests.ecs import entries, field
 
 
 def test_defaults() -> None:
@@ -86,10 +86,10 @@ def test_a_bad_value_at_start_up_is_one_json_line_and_exit_2() -> None:
     assert "Traceback" not in out + err, (out, err)
     lines = out.splitlines()
     assert len(lines) == 1, lines
-    entry = json.loads(lines[0])
-    assert entry["severity"] == "ERROR"
+    (entry,) = entries(out)
+    assert field(entry, "log.level") == "error"
     assert "NSFWOID_MAX_IN_FLIGHT" in entry["message"] and "abc" in entry["message"]
-    assert entry["variable"] == "NSFWOID_MAX_IN_FLIGHT"
+    assert field(entry, "nsfwoid.variable") == "NSFWOID_MAX_IN_FLIGHT"
 
 
 def test_settings_are_frozen() -> None:
