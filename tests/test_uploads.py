@@ -180,7 +180,7 @@ def host() -> Iterator[ImageHost]:
 
 
 @pytest.fixture(scope="module")
-def app(host: ImageHost) -> Iterator[Flask]:
+def app(built_model: Path, host: ImageHost) -> Iterator[Flask]:
     application = start_app(make_app(NSFWOID_UPLOAD_BASE_URL=host.url("")))
     yield application
     application.extensions["nsfwoid"].stop()
@@ -374,7 +374,7 @@ def test_non_wikimedia_events_keep_their_old_behaviour(client: FlaskClient) -> N
 
 
 @pytest.fixture(scope="module")
-def strict_app(host: ImageHost) -> Iterator[Flask]:
+def strict_app(built_model: Path, host: ImageHost) -> Iterator[Flask]:
     """Small fetch cap, a wiki whose thumbnails live on a host not allowed, the optional inputs."""
     application = start_app(
         make_app(
@@ -487,7 +487,7 @@ def test_rendered_media_and_page_changes_behind_settings(
 # --- a burst through the real server ------------------------------------------------------------
 
 
-def test_burst_of_uploads_none_lost(tmp_path: Path, host: ImageHost) -> None:
+def test_burst_of_uploads_none_lost(built_model: Path, tmp_path: Path, host: ImageHost) -> None:
     """300 uploads at 16 concurrent deliveries; a fifth not fetchable at first. Every one ends
     scored, after redelivery of those answered retryable, as a broker would."""
     images = [photo(name, (96, 72), "JPEG") for name in ("astronaut", "chelsea", "coffee")]
