@@ -19,6 +19,7 @@ from function.doors import Call, Door, Job
 from function.doors.cloudevents import CloudEventsDoor
 from function.doors.ops import ALLOW, OpsDoor
 from function.doors.plain import PlainDoor
+from function.doors.uploads import UploadsDoor
 from function.errors import (
     DeadlineExceeded,
     InternalError,
@@ -48,6 +49,7 @@ class App:
         self.service = service
         self.doors: tuple[Door, ...] = (
             OpsDoor(),
+            UploadsDoor(),  # before CloudEvents and plain JSON: it claims only Wikimedia events
             CloudEventsDoor(),
             PlainDoor(service.settings),  # last: it takes any POST the others did not
         )

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from function.wikimedia.filerepo import STANDARD_WIDTHS
+
 T = TypeVar("T")
 
 PREFIX = "NSFWOID_"
@@ -97,6 +99,34 @@ def _hosts(raw: str) -> tuple[str, ...]:
     return hosts
 
 
+def _base_url(raw: str) -> str:
+    url = raw.strip().rstrip("/")
+    scheme, sep, rest = url.partition("://")
+    if scheme.lower() not in ("http", "https") or not sep or not rest or "?" in rest:
+        raise ValueError(f"expected an http(s) base URL, got {raw!r}")
+    return url
+
+
+def _wiki_urls(raw: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        wiki, sep, url = item.partition("=")
+        if not sep or not wiki.strip():
+            raise ValueError(f"expected wiki=URL pairs, got {item!r}")
+        pairs.append((wiki.strip(), _base_url(url)))
+    return tuple(pairs)
+
+
+def _thumb_width(raw: str) -> int:
+    value = int(raw)
+    if value not in STANDARD_WIDTHS:
+        widths = ", ".join(map(str, STANDARD_WIDTHS))
+        raise ValueError(f"must be one of Wikimedia's standard widths ({widths}), got {value}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob of the service. Field docs double as the README's configuration table."""
@@ -134,6 +164,20 @@ class Settings:
     event_cache_size: int = 1024
     event_cache_bytes: int = 8 * 1024 * 1024
     log_level: str = "INFO"
+    # Wikimedia upload events (function/doors/uploads.py).
+    upload_base_url: str = "https://upload.wikimedia.org"
+    """Where originals (and, unless a wiki has its own, thumbnails) of uploads are fetched."""
+    thumb_base_urls: tuple[tuple[str, str], ...] = ()
+    """Per-wiki thumbnail hosts, ``NSFWOID_THUMB_BASE_URLS=commonswiki=https://…,enwiki=…``."""
+    thumb_width: int = 500
+    """Width of the thumbnail scored when the original is too large or not a raster; one of
+    Wikimedia's standard widths (others are not cached and load the thumbnailers)."""
+    score_rendered_media: bool = False
+    """Also score PDF and DjVu uploads (their first page) and videos (their poster frame)."""
+    upload_page_change: bool = False
+    """Also take ``mediawiki.page_change`` creates of File pages (no hash to verify against)."""
+    failed_event_type: str = "org.nsfwoid.image.failed"
+    """CloudEvent type of the reply to an upload that can never be scored."""
     service_name: str = "nsfwoid"
     revision: str = ""
 
@@ -179,6 +223,12 @@ class Settings:
         take(PREFIX + "EVENT_TYPE", "event_type", str.strip)
         take(PREFIX + "EVENT_CACHE_SIZE", "event_cache_size", int)
         take(PREFIX + "EVENT_CACHE_BYTES", "event_cache_bytes", _positive_int)
+        take(PREFIX + "UPLOAD_BASE_URL", "upload_base_url", _base_url)
+        take(PREFIX + "THUMB_BASE_URLS", "thumb_base_urls", _wiki_urls)
+        take(PREFIX + "THUMB_WIDTH", "thumb_width", _thumb_width)
+        take(PREFIX + "SCORE_RENDERED_MEDIA", "score_rendered_media", _bool)
+        take(PREFIX + "UPLOAD_PAGE_CHANGE", "upload_page_change", _bool)
+        take(PREFIX + "FAILED_EVENT_TYPE", "failed_event_type", str.strip)
         take(PREFIX + "LOG_LEVEL", "log_level", _choice(("debug", "info", "warning", "error")))
         take("K_SERVICE", "service_name", str.strip)
         take("K_REVISION", "revision", str.strip)

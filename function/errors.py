@@ -117,3 +117,11 @@ class InternalError(ScoringError):
     """A bug or a model failure. The message shown to callers stays generic."""
 
     status, code = 500, "internal_error"
+
+
+class FileNotReady(ScoringError):
+    """An upload event outran its file: the host does not serve it yet (``file_not_ready``), or
+    still serves the version before it (``stale_file``). Retryable by design: the broker's
+    backoff gives the file store and its caches time to catch up."""
+
+    status, code, retry_after = 503, "file_not_ready", 10

@@ -98,7 +98,7 @@ def parse(headers: Mapping[str, str], body: bytes) -> ScoringEvent:
             raise InvalidRequest(f"binary-mode CloudEvent without {', '.join(missing)}")
     try:
         # Keep data as raw bytes: we decide by datacontenttype whether it is JSON or an image.
-        event = from_http(_decode_headers(headers), body, data_unmarshaller=lambda raw: raw)
+        event = from_http(decode_headers(headers), body, data_unmarshaller=lambda raw: raw)
     except (
         GenericException,
         ValueError,
@@ -151,7 +151,7 @@ def parse(headers: Mapping[str, str], body: bytes) -> ScoringEvent:
     return _event(attributes, structured, Source(url=url), payload.get("preprocessing"), echo)
 
 
-def _decode_headers(headers: Mapping[str, str]) -> dict[str, str]:
+def decode_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """Undo the HTTP binding's percent-encoding of ``ce-*`` values (the 1.x SDK does not).
 
     WSGI hands header values over as latin-1 text; a producer that sent raw UTF-8 is read back
@@ -252,8 +252,13 @@ def reply(event: ScoringEvent, result: Mapping[str, Any], settings: Settings) ->
         "id": str(uuid.uuid5(_REPLY_NAMESPACE, f"{event.source}\x00{event.id}")),
         "datacontenttype": "application/json",
     }
-    out = CloudEvent(attributes, data)
-    if event.structured:
+    return serialize(attributes, data, structured=event.structured)
+
+
+def serialize(attributes: Mapping[str, Any], data: Any, *, structured: bool) -> Reply:
+    """A CloudEvent in one HTTP mode: (headers, body), ``ce-*`` headers percent-encoded."""
+    out = CloudEvent(dict(attributes), data)
+    if structured:
         headers, body = to_structured(out)
     else:
         headers, body = to_binary(out)

@@ -134,6 +134,14 @@ class Metrics:
             "nsfwoid_event_duplicates", "Repeat deliveries answered from the cache.", registry=r
         )
 
+        self.upload_events = Counter(
+            "nsfwoid_upload_events",
+            "Wikimedia events by outcome (scored, failed: a permanent failure event, retry: "
+            "answered retryable, skipped: no reply) and reason (why skipped or failed, else ok).",
+            ["outcome", "reason"],
+            registry=r,
+        )
+
     def event(self, type_: str, source: str, outcome: str) -> Counter:
         """The events counter for one event's type, source and outcome."""
         return self.events.labels(self._event_types(type_), self._event_sources(source), outcome)
