@@ -93,6 +93,14 @@ def _hosts(raw: str) -> tuple[str, ...]:
     return hosts
 
 
+def _exact_hosts(raw: str) -> tuple[str, ...]:
+    hosts = _hosts(raw)
+    for host in hosts:
+        if "*" in host:
+            raise ValueError(f"exact host names only (no wildcards), got {host!r}")
+    return hosts
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob of the service. Field docs double as the README's configuration table."""
@@ -113,7 +121,15 @@ class Settings:
     max_url_length: int = 2048
     user_agent: str = DEFAULT_USER_AGENT
     allowed_hosts: tuple[str, ...] = ()
+    # Every fetched name must resolve to public addresses only (the SSRF guard), unless it is
+    # one of ``private_hosts`` (exact names, for internal services) or this is set, which lets
+    # every name reach private networks (a test or an isolated network).
     allow_private_networks: bool = False
+    private_hosts: tuple[str, ...] = ()
+    # A PEM bundle that fetches verify TLS against instead of certifi's (internal endpoints
+    # signed by an internal CA). The environment's REQUESTS_CA_BUNDLE is deliberately not read:
+    # the fetch session ignores the environment so that no proxy variable bypasses the guard.
+    ca_bundle: Path | None = None
     request_deadline: float = 30.0
     max_in_flight: int = 16
     inference_threads: int = field(default_factory=lambda: min(4, available_cpus()))
@@ -157,6 +173,8 @@ class Settings:
         take(PREFIX + "USER_AGENT", "user_agent", str.strip)
         take(PREFIX + "ALLOWED_HOSTS", "allowed_hosts", _hosts)
         take(PREFIX + "ALLOW_PRIVATE_NETWORKS", "allow_private_networks", _bool)
+        take(PREFIX + "PRIVATE_HOSTS", "private_hosts", _exact_hosts)
+        take(PREFIX + "CA_BUNDLE", "ca_bundle", Path)
         take(PREFIX + "REQUEST_DEADLINE", "request_deadline", _positive_float)
         take(PREFIX + "MAX_IN_FLIGHT", "max_in_flight", _positive_int)
         take(PREFIX + "INFERENCE_THREADS", "inference_threads", _positive_int)

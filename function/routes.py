@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -11,11 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import yaml
 from flask import Request, Response
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from function import events, inputs
+from function import events, inputs, spec
 from function.errors import (
     DeadlineExceeded,
     InternalError,
@@ -112,7 +110,7 @@ class Router:
 
     def _openapi_json(self) -> str:
         if self._spec_json is None:
-            self._spec_json = json.dumps(yaml.safe_load(self._spec_yaml))
+            self._spec_json = spec.openapi_json()
         return self._spec_json
 
     # --- scoring ----------------------------------------------------------------------
