@@ -86,7 +86,7 @@ def _admits(node: Mapping[str, Any], kind: type) -> bool:
     declared = node.get("type")
     if declared is None:
         return True
-    names = {dict: "object", list: "array", str: "string"}
+    names: dict[type, str] = {dict: "object", list: "array", str: "string"}
     types = declared if isinstance(declared, list) else [declared]
     return names.get(kind, "") in types or (kind not in names)
 
