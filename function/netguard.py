@@ -167,7 +167,8 @@ _INSTANCE_HOOKS = {
 
 
 def verify_urllib3_hooks() -> None:
-    """Prove, without any network, that a guarded adapter's sockets go through the policy.
+    """Prove that a guarded adapter's connections go through the policy (when they do, nothing
+    is resolved or dialled: the policy refuses first).
 
     Names the missing internal, or the scheme whose connection skipped the guard, in a
     ``GuardUnavailable``: serving with the guard silently off would be an open SSRF proxy.
