@@ -9,8 +9,12 @@ must carry a hash and every transitive package must be in the file.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import subprocess
+import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -129,3 +133,49 @@ def test_the_installed_packages_are_the_locked_ones() -> None:
         if installed != pinned:
             wrong.append(f"{name} {installed} != {pinned}")
     assert not wrong, wrong
+
+
+def _wheel(folder: Path) -> Path:
+    """A minimal pure-Python wheel, made here so the install below needs no index."""
+    name, version = "nsfwoid_hashcheck", "1.0"
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}.py": "VALUE = 1\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, text in files.items():
+            archive.writestr(member, text)
+        archive.writestr(f"{info}/RECORD", "".join(f"{m},,\n" for m in [*files, f"{info}/RECORD"]))
+    return path
+
+
+def test_a_changed_hash_fails_the_install(tmp_path: Path) -> None:
+    # The flags the venv (Makefile) and the image (Containerfile) install their locks with.
+    assert "pip install --quiet --require-hashes -r requirements-dev.lock" in (
+        REPO / "Makefile"
+    ).read_text(encoding="utf-8")
+    assert (REPO / "Containerfile").read_text(encoding="utf-8").count(
+        "pip install --require-hashes"
+    ) == 2
+    wheel = _wheel(tmp_path)
+    good = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    lock = tmp_path / "test.lock"
+    outcomes = {}
+    for label, digest in (("locked", good), ("changed", "0" * 64)):
+        lock.write_text(f"nsfwoid-hashcheck==1.0 \\\n    --hash=sha256:{digest}\n")
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--isolated", "--no-index",
+             "--find-links", str(tmp_path), "--target", str(tmp_path / label),
+             "--require-hashes", "--no-deps", "-r", str(lock)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        outcomes[label] = result
+    assert outcomes["locked"].returncode == 0, outcomes["locked"].stderr
+    assert (tmp_path / "locked" / "nsfwoid_hashcheck.py").is_file()
+    assert outcomes["changed"].returncode != 0
+    assert "DO NOT MATCH THE HASHES" in outcomes["changed"].stderr
+    assert not (tmp_path / "changed" / "nsfwoid_hashcheck.py").exists()
