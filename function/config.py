@@ -99,32 +99,12 @@ def _hosts(raw: str) -> tuple[str, ...]:
     return hosts
 
 
-def _base_url(raw: str) -> str:
-    url = raw.strip().rstrip("/")
-    scheme, sep, rest = url.partition("://")
-    if scheme.lower() not in ("http", "https") or not sep or not rest or "?" in rest:
-        raise ValueError(f"expected an http(s) base URL, got {raw!r}")
-    return url
-
-
-def _wiki_urls(raw: str) -> tuple[tuple[str, str], ...]:
-    pairs = []
-    for item in (part.strip() for part in raw.split(",")):
-        if not item:
-            continue
-        wiki, sep, url = item.partition("=")
-        if not sep or not wiki.strip():
-            raise ValueError(f"expected wiki=URL pairs, got {item!r}")
-        pairs.append((wiki.strip(), _base_url(url)))
-    return tuple(pairs)
-
-
-def _thumb_width(raw: str) -> int:
-    value = int(raw)
-    if value not in STANDARD_WIDTHS:
-        widths = ", ".join(map(str, STANDARD_WIDTHS))
-        raise ValueError(f"must be one of Wikimedia's standard widths ({widths}), got {value}")
-    return value
+def _exact_hosts(raw: str) -> tuple[str, ...]:
+    hosts = _hosts(raw)
+    for host in hosts:
+        if "*" in host:
+            raise ValueError(f"exact host names only (no wildcards), got {host!r}")
+    return hosts
 
 
 @dataclass(frozen=True)
@@ -147,7 +127,15 @@ class Settings:
     max_url_length: int = 2048
     user_agent: str = DEFAULT_USER_AGENT
     allowed_hosts: tuple[str, ...] = ()
+    # Every fetched name must resolve to public addresses only (the SSRF guard), unless it is
+    # one of ``private_hosts`` (exact names, for internal services) or this is set, which lets
+    # every name reach private networks (a test or an isolated network).
     allow_private_networks: bool = False
+    private_hosts: tuple[str, ...] = ()
+    # A PEM bundle that fetches verify TLS against instead of certifi's (internal endpoints
+    # signed by an internal CA). The environment's REQUESTS_CA_BUNDLE is deliberately not read:
+    # the fetch session ignores the environment so that no proxy variable bypasses the guard.
+    ca_bundle: Path | None = None
     request_deadline: float = 30.0
     body_timeout: float = 10.0
     max_in_flight: int = 16
@@ -212,6 +200,8 @@ class Settings:
         take(PREFIX + "USER_AGENT", "user_agent", str.strip)
         take(PREFIX + "ALLOWED_HOSTS", "allowed_hosts", _hosts)
         take(PREFIX + "ALLOW_PRIVATE_NETWORKS", "allow_private_networks", _bool)
+        take(PREFIX + "PRIVATE_HOSTS", "private_hosts", _exact_hosts)
+        take(PREFIX + "CA_BUNDLE", "ca_bundle", Path)
         take(PREFIX + "REQUEST_DEADLINE", "request_deadline", _positive_float)
         take(PREFIX + "BODY_TIMEOUT", "body_timeout", _positive_float)
         take(PREFIX + "MAX_IN_FLIGHT", "max_in_flight", _positive_int)

@@ -5,6 +5,12 @@ millisecond later (rebinding), and ``2130706433``, ``0177.0.0.1`` or ``[::ffff:1
 all reach loopback. So the check sits where the socket is opened: the name is resolved
 once, *every* address it resolves to must be public, and the socket connects to one of
 exactly those addresses. Redirect hops open new connections and pass through here again.
+
+Internal services (named in ``NSFWOID_PRIVATE_HOSTS``) may resolve to private addresses; every
+other name is held to public ones. The guard hooks urllib3 internals (a connection class's
+``_new_conn``, a pool's ``ConnectionCls``, a pool manager's ``pool_classes_by_scheme``); an
+urllib3 that moved them would silently bypass the guard, so importing this module proves the
+hooks still take effect and refuses to start otherwise.
 """
 
 from __future__ import annotations
@@ -20,30 +26,13 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.poolmanager import PoolManager
 
+from function.addresses import IPAddress, is_public
 from function.errors import SourceNotAllowed
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Sequence[str]]
 Connector = Callable[[tuple[str, int], float | None], socket.socket]
-
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-# Special-purpose ranges that ``is_global`` misses on some interpreters: 3.11 before 3.11.10
-# (CVE-2024-4032) calls most of 192.0.0.0/24 and 2001::/23 global, and no 3.11 knows the
-# deprecated site-local fec0::/10 or RFC 9637's documentation prefix 3fff::/20. The check
-# must not depend on the interpreter's patch level, so they are listed here.
-_NOT_PUBLIC = tuple(
-    ipaddress.ip_network(net)
-    for net in (
-        "192.0.0.0/24",
-        "2001::/23",
-        "64:ff9b:1::/48",
-        "100::/64",
-        "5f00::/16",
-        "fec0::/10",
-        "3fff::/20",
-    )
-)
 
 # Set by the fetcher for the duration of one fetch: it is handed every socket that fetch
 # opens or reuses, so a wall-clock deadline can shut them down. Per-read timeouts alone let
@@ -62,36 +51,16 @@ def system_connector(address: tuple[str, int], timeout: float | None) -> socket.
     return socket.create_connection(address, timeout=timeout)
 
 
-def is_public(ip: IPAddress) -> bool:
-    """True only for globally routable unicast addresses."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        # Addresses that embed an IPv4 address reach it by another spelling: refuse them
-        # outright rather than trusting every translator on the path.
-        if ip.ipv4_mapped is not None or ip.sixtofour is not None or ip.teredo is not None:
-            return False
-        if ip in _NAT64:
-            return False
-    if any(ip in net for net in _NOT_PUBLIC if net.version == ip.version):
-        return False
-    return bool(
-        ip.is_global
-        and not ip.is_multicast
-        and not ip.is_reserved
-        and not ip.is_loopback
-        and not ip.is_link_local
-        and not ip.is_private
-        and not ip.is_unspecified
-    )
-
-
 @dataclass(frozen=True)
 class AddressPolicy:
     allow_private: bool = False
     resolver: Resolver = system_resolver
     connector: Connector = system_connector
+    # Exact host names (lower case, no trailing dot) that may resolve to private addresses.
+    private_hosts: frozenset[str] = frozenset()
 
-    def check(self, ip: IPAddress) -> None:
-        if self.allow_private:
+    def check(self, ip: IPAddress, private_ok: bool = False) -> None:
+        if self.allow_private or private_ok:
             if ip.is_unspecified or ip.is_multicast:
                 raise SourceNotAllowed("the image URL resolves to an address we do not connect to")
             return
@@ -108,8 +77,9 @@ class AddressPolicy:
             raise SourceNotAllowed("the image host resolved to an unusable address") from exc
         if not addresses:
             raise socket.gaierror(f"{host} has no addresses")
+        private_ok = host.lower().rstrip(".") in self.private_hosts
         for ip in addresses:
-            self.check(ip)
+            self.check(ip, private_ok)
         last_error: OSError | None = None
         for ip in addresses:
             try:
@@ -175,3 +145,80 @@ class GuardedAdapter(HTTPAdapter):
         )
         self.poolmanager.pool_classes_by_scheme = {"http": http_pool, "https": https_pool}
         self.poolmanager.key_fn_by_scheme = dict(self.poolmanager.key_fn_by_scheme)
+
+
+class GuardUnavailable(RuntimeError):
+    """The installed urllib3 no longer has the internals the connect-time guard hooks."""
+
+
+_HOOKS = (
+    (HTTPConnection, "_new_conn"),
+    (HTTPConnection, "request"),
+    (HTTPConnectionPool, "ConnectionCls"),
+    (HTTPSConnectionPool, "ConnectionCls"),
+    (HTTPConnectionPool, "_new_conn"),
+    (PoolManager, "_new_pool"),
+    (PoolManager, "connection_from_host"),
+)
+_INSTANCE_HOOKS = {
+    "HTTPConnection": ("_dns_host", "port", "timeout", "socket_options", "sock"),
+    "PoolManager": ("pool_classes_by_scheme", "key_fn_by_scheme"),
+}
+
+
+def verify_urllib3_hooks() -> None:
+    """Prove that a guarded adapter's connections go through the policy (when they do, nothing
+    is resolved or dialled: the policy refuses first).
+
+    Names the missing internal, or the scheme whose connection skipped the guard, in a
+    ``GuardUnavailable``: serving with the guard silently off would be an open SSRF proxy.
+    """
+    missing = [f"{cls.__name__}.{name}" for cls, name in _HOOKS if not hasattr(cls, name)]
+    if not missing:
+        manager = PoolManager()
+        connection = HTTPConnection("guard-check.invalid", 80)
+        missing = [
+            f"{owner}.{name}"
+            for owner, names in _INSTANCE_HOOKS.items()
+            for name in names
+            if not hasattr(manager if owner == "PoolManager" else connection, name)
+        ]
+    if missing:
+        raise GuardUnavailable(_unavailable(f"missing {', '.join(missing)}"))
+    # A policy whose every name resolves to loopback: a guarded connect must refuse it before
+    # dialling (the connector is never called).
+    policy = AddressPolicy(resolver=lambda host, port: ["127.0.0.1"], connector=_no_dial)
+    adapter = GuardedAdapter(policy, pool_maxsize=1)
+    try:
+        for scheme in ("http", "https"):
+            pool = adapter.poolmanager.connection_from_host("guard-check.invalid", 1, scheme)
+            connection = pool._new_conn()
+            try:
+                connection.connect()
+            except SourceNotAllowed:
+                continue
+            except Exception as exc:  # anything else means the policy was not in the path
+                raise GuardUnavailable(
+                    _unavailable(f"an {scheme} connect raised {exc!r}, not the guard's refusal")
+                ) from exc
+            finally:
+                connection.close()
+            raise GuardUnavailable(_unavailable(f"an {scheme} connect was not refused"))
+    finally:
+        adapter.close()
+
+
+def _no_dial(address: tuple[str, int], timeout: float | None) -> socket.socket:
+    raise GuardUnavailable(_unavailable(f"the check dialled {address[0]}"))
+
+
+def _unavailable(detail: str) -> str:
+    import urllib3
+
+    return (
+        f"urllib3 {urllib3.__version__} lacks what the SSRF guard hooks ({detail}); refusing to "
+        "start without it. Install the locked urllib3 (requirements.lock)."
+    )
+
+
+verify_urllib3_hooks()

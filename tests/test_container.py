@@ -123,12 +123,15 @@ def test_image_is_a_small_non_root_runtime(image: str) -> None:
         "import function.serve\n"
         "print(json.dumps({\n"
         "  'uid': os.getuid(),\n"
-        "  'absent_modules': [m for m in ('tensorflow', 'keras', 'pip', 'onnxruntime')\n"
-        "                     if u.find_spec(m) is None],\n"
+        "  'absent_modules': [m for m in ('tensorflow', 'keras', 'pip', 'ai_edge_litert',\n"
+        "                                 'onnxruntime') if u.find_spec(m) is None],\n"
         "  'compilers': [c for c in ('gcc', 'cc', 'g++', 'make') if shutil.which(c)],\n"
         "  'model': sorted(p.name for p in pathlib.Path('/app/model').iterdir()),\n"
         "  'pip_caches': [p for p in ('/root/.cache/pip', '/nonexistent/.cache/pip')\n"
         "                 if os.path.exists(p)],\n"
+        "  'openapi_prerendered': json.loads(pathlib.Path('/app/function/openapi.json')\n"
+        "      .read_text()) == __import__('yaml').safe_load(\n"
+        "      pathlib.Path('/app/function/openapi.yaml').read_text()),\n"
         "}))\n"
     )
     result = podman(
@@ -137,10 +140,11 @@ def test_image_is_a_small_non_root_runtime(image: str) -> None:
     facts = json.loads(result.stdout.strip().splitlines()[-1])
     assert facts == {
         "uid": 10001,
-        "absent_modules": ["tensorflow", "keras", "pip"],
+        "absent_modules": ["tensorflow", "keras", "pip", "ai_edge_litert"],
         "compilers": [],
-        "model": ["manifest.json", "open_nsfw.onnx", "open_nsfw.tflite"],
+        "model": ["manifest.json", "open_nsfw.onnx"],
         "pip_caches": [],
+        "openapi_prerendered": True,
     }
 
 
@@ -258,3 +262,21 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(
         assert status == "exited"
         assert exit_code == 0, logs  # 137 would mean SIGKILL after the grace period
         assert stopped_after < GRACE_SECONDS - 10, "the drain waited for the grace period"
+
+
+def test_the_ssrf_guard_is_active_in_the_image(image: str, jpeg: bytes) -> None:
+    # The image's defaults, nothing loosened: a URL on a private address is refused before any
+    # connection (the loopback host sees no request), while the same bytes posted score.
+    with (
+        image_host({"/photo.jpg": jpeg}) as host,
+        run_container(image, {}) as container,
+        requests.Session() as session,
+    ):
+        wait_ready(container, session)
+        with session.post(
+            container.url + "/", json={"url": host.base_url + "/photo.jpg"}, timeout=60
+        ) as response:
+            assert response.status_code == 422, response.text
+            assert response.json()["error"]["code"] == "source_not_allowed"
+        assert host.started == []
+        score_bytes(session, container, jpeg)

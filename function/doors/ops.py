@@ -6,19 +6,16 @@ every slot is busy.
 
 from __future__ import annotations
 
-import json
 from functools import cached_property
-from pathlib import Path
 
-import yaml
 from flask import Request, Response
 
+from function import spec
 from function.config import Settings
 from function.doors import Call, Job
 from function.errors import NotFound
 from function.respond import Style, json_response
 
-SPEC = Path(__file__).resolve().parent.parent / "openapi.yaml"
 ALLOW = "GET, HEAD, POST, OPTIONS"
 
 
@@ -28,11 +25,12 @@ class OpsDoor:
 
     @cached_property
     def spec_yaml(self) -> str:
-        return SPEC.read_text()
+        return spec.SPEC_YAML.read_text(encoding="utf-8")
 
     @cached_property
     def spec_json(self) -> str:
-        return json.dumps(yaml.safe_load(self.spec_yaml))
+        # Rendered at image build time; rendered here only in a checkout without it.
+        return spec.openapi_json()
 
     def parse(self, request: Request, path: str, body: bytes, settings: Settings) -> Job | None:
         if request.method == "OPTIONS":
