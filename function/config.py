@@ -99,6 +99,42 @@ def _hosts(raw: str) -> tuple[str, ...]:
     return hosts
 
 
+def _base_url(raw: str) -> str:
+    url = raw.strip().rstrip("/")
+    scheme, sep, rest = url.partition("://")
+    if scheme.lower() not in ("http", "https") or not sep or not rest or "?" in rest:
+        raise ValueError(f"expected an http(s) base URL, got {raw!r}")
+    return url
+
+
+def _wiki_urls(raw: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        wiki, sep, url = item.partition("=")
+        if not sep or not wiki.strip():
+            raise ValueError(f"expected wiki=URL pairs, got {item!r}")
+        pairs.append((wiki.strip(), _base_url(url)))
+    return tuple(pairs)
+
+
+def _thumb_width(raw: str) -> int:
+    value = int(raw)
+    if value not in STANDARD_WIDTHS:
+        widths = ", ".join(map(str, STANDARD_WIDTHS))
+        raise ValueError(f"must be one of Wikimedia's standard widths ({widths}), got {value}")
+    return value
+
+
+def _file(raw: str) -> Path:
+    # Checked at start-up, so a missing CA bundle is not a 502 on every HTTPS fetch.
+    path = Path(raw)
+    if not path.is_file():
+        raise ValueError(f"{raw} is not a file")
+    return path
+
+
 def _exact_hosts(raw: str) -> tuple[str, ...]:
     hosts = _hosts(raw)
     for host in hosts:
@@ -201,7 +237,7 @@ class Settings:
         take(PREFIX + "ALLOWED_HOSTS", "allowed_hosts", _hosts)
         take(PREFIX + "ALLOW_PRIVATE_NETWORKS", "allow_private_networks", _bool)
         take(PREFIX + "PRIVATE_HOSTS", "private_hosts", _exact_hosts)
-        take(PREFIX + "CA_BUNDLE", "ca_bundle", Path)
+        take(PREFIX + "CA_BUNDLE", "ca_bundle", _file)
         take(PREFIX + "REQUEST_DEADLINE", "request_deadline", _positive_float)
         take(PREFIX + "BODY_TIMEOUT", "body_timeout", _positive_float)
         take(PREFIX + "MAX_IN_FLIGHT", "max_in_flight", _positive_int)

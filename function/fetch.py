@@ -27,7 +27,7 @@ import requests
 import urllib3.exceptions
 import urllib3.util
 
-from function.config import ConfigError, Settings
+from function.config import Settings
 from function.errors import (
     DeadlineExceeded,
     ScoringError,
@@ -121,6 +121,15 @@ def _shutdown(sock: socket.socket) -> None:
         pass  # the peer or the pool closed it first
 
 
+def _no_cookies() -> CookiePolicy:
+    """A policy that neither stores nor sends any cookie.
+
+    The session (and its cookie jar) is shared by every caller: a cookie one image host sets
+    while fetching for one caller must never ride along on a fetch for another.
+    """
+    return DefaultCookiePolicy(allowed_domains=[])
+
+
 def policy_for(settings: Settings) -> AddressPolicy:
     """Where this service's fetches may connect, as its settings say."""
     return AddressPolicy(
@@ -136,10 +145,8 @@ class Fetcher:
         self._settings = settings
         self._session = requests.Session()
         self._session.trust_env = False  # no proxy from the environment can bypass the guard
+        self._session.cookies.set_policy(_no_cookies())
         if settings.ca_bundle is not None:
-            # Checked here, at start-up, so a missing bundle is not a 502 on every HTTPS fetch.
-            if not settings.ca_bundle.is_file():
-                raise ConfigError(f"NSFWOID_CA_BUNDLE: {settings.ca_bundle} is not a file")
             self._session.verify = str(settings.ca_bundle)
         adapter = GuardedAdapter(
             policy or policy_for(settings), pool_maxsize=settings.max_in_flight
