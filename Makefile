@@ -4,6 +4,7 @@
 #   make test-unit   the fast tests: no model build, no container
 #   make bench       the benchmark (side by side with the peer library)
 #   make image       podman build of the Containerfile (localhost/nsfwoid:dev)
+#   make docs        regenerate docs/configuration.md from function/config.py
 #   make lock        regenerate the hash-locked requirements*.lock from pyproject.toml
 #   make fmt         ruff format + ruff check --fix
 #   make clean       remove every venv and build output made here
@@ -16,7 +17,7 @@ INSTALLED := $(VENV)/.installed
 export PORT
 
 .PHONY: venv model run test test-unit unit lint typecheck test-container bench image lock fmt \
-	clean python-version
+	docs clean python-version
 
 # The project (and its locks) are for Python 3.11 only: say so plainly rather than fail later.
 python-version:
@@ -69,6 +70,11 @@ run: model
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The configuration page is generated from the settings' field docs (tests/test_config.py fails
+# when it is stale).
+docs: $(INSTALLED)
+	$(BIN)/python -m function.config_doc --write
 
 fmt: $(INSTALLED)
 	$(BIN)/ruff format .

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from function.config import ConfigError, Settings
+from function import config_doc
+from function.config import GROUPS, PREFIX, ConfigError, Settings, variables
 from tests.conftest import ROOT, free_port
 from tests.ecs import entries, field
 
@@ -110,3 +112,36 @@ def test_available_cpus_honours_a_cgroup_quota(tmp_path: Path) -> None:
     assert available_cpus(quota) == min(2, unlimited)
     quota.write_text("50000 100000\n")
     assert available_cpus(quota) == 1
+
+
+def test_every_setting_names_its_variable_and_says_what_it_means() -> None:
+    found = variables()
+    assert set(found) == {f.name for f in fields(Settings)}
+    envs = [var.env for var in found.values()]
+    assert len(set(envs)) == len(envs), envs
+    for name, var in found.items():
+        assert var.env.startswith(PREFIX) or var.env in ("PORT", "K_SERVICE", "K_REVISION"), name
+        assert var.group in GROUPS and var.doc.strip(), name
+    # The machine-dependent default is described, not printed as this machine's value.
+    assert "CPUs" in (found["inference_threads"].shown_default or "")
+
+
+def test_the_configuration_page_is_current() -> None:
+    page = ROOT / "docs" / "configuration.md"
+    assert page.read_text(encoding="utf-8") == config_doc.render(), (
+        "docs/configuration.md is stale: regenerate it with `make docs` "
+        "(python -m function.config_doc --write)"
+    )
+
+
+def test_the_page_check_fails_on_a_stale_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = tmp_path / "configuration.md"
+    monkeypatch.setattr(config_doc, "PAGE", page)
+    monkeypatch.setattr(config_doc, "REPO_ROOT", tmp_path)
+    page.write_text(config_doc.render().replace("NSFWOID_MAX_PIXELS", "NSFWOID_MAX_PIXEL"))
+    assert config_doc.main(["--check"]) == 1
+    assert "make docs" in capsys.readouterr().err
+    assert config_doc.main(["--write"]) == 0 and config_doc.main(["--check"]) == 0
+    assert "| `NSFWOID_MAX_PIXELS` | `50000000` |" in page.read_text(encoding="utf-8")

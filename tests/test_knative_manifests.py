@@ -26,12 +26,11 @@ import jsonschema
 import pytest
 import yaml
 
-from function.config import Settings
+from function.config import Settings, variables
 
 REPO = Path(__file__).resolve().parents[1]
 KNATIVE = REPO / "knative"
 CRDS = REPO.parent / "shared" / "knative"
-CONFIG_SOURCE = REPO / "function" / "config.py"
 CONTAINERFILE = REPO / "Containerfile"
 
 SERVICE_NAME = "nsfwoid"
@@ -292,10 +291,8 @@ def trigger_rule_problems(trigger: dict[str, Any]) -> list[str]:
 
 
 def config_env_names() -> set[str]:
-    """``NSFWOID_*`` names that function/config.py reads (``PREFIX + "X"`` or spelled out)."""
-    source = CONFIG_SOURCE.read_text(encoding="utf-8")
-    names = {"NSFWOID_" + s for s in re.findall(r'PREFIX\s*\+\s*"([A-Z0-9_]+)"', source)}
-    return names | set(re.findall(r'"(NSFWOID_[A-Z0-9_]+)"', source))
+    """The variables ``Settings.from_env`` reads: each settings field names its own."""
+    return {var.env for var in variables().values()}
 
 
 def env_problems(env: dict[str, str]) -> list[str]:
