@@ -15,11 +15,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from function.config import PREPROCESSING_MODES, RUNTIMES, ConfigError, Settings
+from function.config import PREPROCESSING_MODES, RUNTIMES, ConfigError, Settings, variables
 from function.errors import ScoringError
 from function.logs import configure_logging
 from function.pipeline import Source
 from function.service import Service
+
+
+def _default(name: str) -> str:
+    return f"default: {variables()[name].env} or {getattr(Settings(), name)!r}"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,13 +36,13 @@ def _parser() -> argparse.ArgumentParser:
         "--preprocessing",
         choices=PREPROCESSING_MODES,
         default=None,
-        help="default: NSFWOID_PREPROCESSING or 'standard'",
+        help=_default("preprocessing"),
     )
     parser.add_argument(
         "--runtime",
         choices=RUNTIMES,
         default=None,
-        help="default: NSFWOID_RUNTIME or 'onnxruntime'",
+        help=_default("runtime"),
     )
     parser.add_argument("--no-progress", action="store_true", help="never show a progress bar")
     return parser
