@@ -127,14 +127,6 @@ def _thumb_width(raw: str) -> int:
     return value
 
 
-def _file(raw: str) -> Path:
-    # Checked at start-up, so a missing CA bundle is not a 502 on every HTTPS fetch.
-    path = Path(raw)
-    if not path.is_file():
-        raise ValueError(f"{raw} is not a file")
-    return path
-
-
 def _exact_hosts(raw: str) -> tuple[str, ...]:
     hosts = _hosts(raw)
     for host in hosts:
@@ -237,7 +229,7 @@ class Settings:
         take(PREFIX + "ALLOWED_HOSTS", "allowed_hosts", _hosts)
         take(PREFIX + "ALLOW_PRIVATE_NETWORKS", "allow_private_networks", _bool)
         take(PREFIX + "PRIVATE_HOSTS", "private_hosts", _exact_hosts)
-        take(PREFIX + "CA_BUNDLE", "ca_bundle", _file)
+        take(PREFIX + "CA_BUNDLE", "ca_bundle", Path)
         take(PREFIX + "REQUEST_DEADLINE", "request_deadline", _positive_float)
         take(PREFIX + "BODY_TIMEOUT", "body_timeout", _positive_float)
         take(PREFIX + "MAX_IN_FLIGHT", "max_in_flight", _positive_int)
