@@ -73,6 +73,9 @@ _DECODE_ERRORS = (
 # decode the ones before it.
 _INDEPENDENT_FRAMES = ("TIFF", "MPO")
 
+_BYTES_PER_PIXEL = {"WEBP": 17}
+"""Peak bytes per decoded pixel where it is not 5 (4.7 measured for PNG, TIFF and BMP)."""
+
 _FIXED_COST = 4 * BAND_BYTES
 """Bytes a decode holds besides its frame: bands in flight, the shrunk frames, plugin state."""
 
@@ -177,11 +180,13 @@ def _check_pixels(width: int, height: int, frames: int, max_pixels: int) -> None
         )
 
 
-def frame_cost(width: int, height: int, *, animated: bool) -> int:
-    """Bytes held while decoding one frame of ``width``x``height``: Pillow keeps 4 bytes a
-    pixel (1 for palette/grey, charged as 4 all the same), and an animation's current,
-    previous and disposal canvases besides (measured in docs/performance.md, "Memory")."""
-    return width * height * 4 * (3 if animated else 1) + _FIXED_COST
+def frame_cost(fmt: str, width: int, height: int, *, animated: bool) -> int:
+    """Bytes held while decoding one frame of ``width``x``height``: Pillow's frame (4 bytes a
+    pixel; 1 for palette and grey, charged as 4 all the same) and the plugin's buffers; WebP
+    decodes into a canvas of its own and hands Pillow a copy. An animation holds its previous
+    and disposal canvases besides. Measured in docs/performance.md, "Memory"."""
+    per_pixel = _BYTES_PER_PIXEL.get(fmt, 5) * (3 if animated else 1)
+    return width * height * per_pixel + _FIXED_COST
 
 
 def _frame_count(image: Image.Image, data: bytes) -> int:
@@ -218,7 +223,7 @@ class _Job:
         width, height = image.size
         _check_pixels(width, height, 1, self.max_pixels)
         # Full-size RGB copy besides the decoded frame: charged twice.
-        self.hold(2 * frame_cost(width, height, animated=False))
+        self.hold(2 * frame_cost(image.format or "", width, height, animated=False))
         frames_total = _frame_count(image, self.data)
         image.load()
         truncated = is_truncated(image, self.data)
@@ -235,7 +240,7 @@ class _Job:
                 # on large photos, and the pixel cap applies to what is actually decoded.
                 image.draft(image.mode, (RESIZE, RESIZE))
             _check_pixels(*image.size, 1, self.max_pixels)
-            self.hold(frame_cost(*image.size, animated=False))
+            self.hold(frame_cost(fmt, *image.size, animated=False))
             image.load()
             frame = self._viewed(image, apply_exif=True)
             return Decoded(fmt, width, height, 1, (0,), is_truncated(image, self.data), [frame])
@@ -274,7 +279,7 @@ class _Job:
                     f"the frames decoded up to frame {index} exceed the limit of "
                     f"{self.max_pixels} pixels"
                 )
-            self.hold(frame_cost(*image.size, animated=not independent))
+            self.hold(frame_cost(fmt, *image.size, animated=not independent))
             if index in indices:
                 try:
                     image.load()
