@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -23,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from PIL import Image
 
 from bench.ours import ROOT, Client, ServerProcess, memory_kb
+from function.budget import MIB, budget_from_limit
 
 Log = Callable[[str], None]
 
@@ -58,6 +61,67 @@ decoded = decode(data, mode="standard", max_pixels=10**9, max_frames=8)
 print(json.dumps({"before_kb": before, "after_kb": hwm(), "seconds": time.perf_counter() - began,
                   "size": [decoded.width, decoded.height]}))
 """
+
+
+_ALLOCATOR_WORKER = r"""
+import ctypes, io, json, os, sys, threading
+sys.path.insert(0, sys.argv[1])
+from PIL import Image
+from function.budget import return_freed_memory_to_the_system
+from function.decode import configure_pillow, decode
+configure_pillow()
+if sys.argv[2] == "threshold":
+    return_freed_memory_to_the_system()
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) // 1024
+images = []
+for i, size in enumerate([(1500, 1000), (2600, 1900), (4000, 3000), (3000, 2200)]):
+    for fmt, mode in (("PNG", "RGBA"), ("TIFF", "RGB"), ("GIF", "P"), ("WEBP", "RGBA")):
+        buffer = io.BytesIO()
+        Image.new(mode, size, i).save(buffer, format=fmt)
+        images.append(buffer.getvalue())
+start = rss()
+after = []
+for round_ in range(4):
+    def work(k):
+        for data in images[k::8]:
+            decode(data, mode="standard", max_pixels=10**9, max_frames=8)
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    after.append(rss())
+trimmed = None
+if sys.argv[2] == "trim":
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    trimmed = rss()
+print(json.dumps({"start_mib": start, "after_each_round_mib": after, "after_trim_mib": trimmed}))
+"""
+
+
+def allocator(root: Path, log: Log) -> dict[str, Any]:
+    """Resident memory left after rounds of mixed decodes on 8 threads, glibc as it comes
+    (``default``), with ``MALLOC_ARENA_MAX=2``, with ``malloc_trim(0)`` at the end, and with
+    the fixed mmap threshold the server sets (``threshold``)."""
+    found: dict[str, Any] = {}
+    for variant in ("default", "arena_max_2", "trim", "threshold"):
+        env = dict(os.environ)
+        if variant == "arena_max_2":
+            env["MALLOC_ARENA_MAX"] = "2"
+        done = subprocess.run(
+            [sys.executable, "-c", _ALLOCATOR_WORKER, str(root), variant],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+            check=False,
+        )
+        found[variant] = (
+            json.loads(done.stdout) if done.returncode == 0 else {"error": done.stderr[-300:]}
+        )
+        log(f"memory allocator {variant}: {found[variant]}")
+    return found
 
 
 def _pattern(width: int, height: int, channels: int) -> np.ndarray:
@@ -191,16 +255,34 @@ def server_peak(
 
 def memory(out: Path, env: dict[str, str], log: Log, before: Path | None = None) -> dict[str, Any]:
     """The memory phase: per-format cost (this checkout, and ``before`` if given) and the
-    server's peak under 8 concurrent worst-case (50 MP RGBA PNG) images."""
+    server's peak under 8 concurrent worst-case 50 MP images (RGBA, 16-bit and palette
+    PNGs, lossless WebP)."""
     directory = out / "images"
     roots = {"after": ROOT}
     if before is not None:
         roots = {"before": before, "after": ROOT}
     report: dict[str, Any] = {"size": [4000, 4000]}
     report["per_format"] = per_format(roots, directory, (4000, 4000), log)
-    worst = [image_file(fmt, (8000, 6250), directory) for fmt in ("PNG-RGBA", "PNG-RGBA-16bit")]
-    report["server_8x50MP"] = server_peak(env, worst, out, log)
+    report["allocator"] = allocator(ROOT, log)
+    worst = [
+        image_file(fmt, (8000, 6250), directory)
+        for fmt in ("PNG-RGBA", "PNG-RGBA-16bit", "PNG-P-transparency", "WEBP-RGBA")
+    ]
+    # The budget a pod with the shipped memory limit derives from its cgroup (this machine
+    # may have no limit, or another one).
+    limit = shipped_memory_limit()
+    server_env = {"NSFWOID_DECODE_MEMORY_BYTES": str(budget_from_limit(limit)), **env}
+    report["shipped_limit_mib"] = limit // MIB
+    report["server_8x50MP"] = server_peak(server_env, worst, out, log)
     return report
+
+
+def shipped_memory_limit() -> int:
+    """The container memory limit in knative/service.yaml, in bytes."""
+    service = yaml.safe_load((ROOT / "knative" / "service.yaml").read_text(encoding="utf-8"))
+    raw = service["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30}
+    return int(raw[:-2]) * units[raw[-2:]] if raw[-2:] in units else int(raw)
 
 
 if __name__ == "__main__":  # measure one other checkout's per-format cost alone
