@@ -316,10 +316,19 @@ def memory_lines(mem: dict[str, Any]) -> list[str]:
     if server:
         lines += [
             "",
-            f"Server worker under {server['concurrent']} concurrent 50 MP worst-case PNGs "
+            f"Server worker under {server['concurrent']} concurrent 50 MP worst-case images "
             f"(answers {sorted(set(server['statuses']))}): idle {server['idle_rss_mib']} MiB, "
-            f"peak {server['peak_rss_mib']} MiB, after {server['end_rss_mib']} MiB.",
+            f"peak {server['peak_rss_mib']} MiB, after {server['end_rss_mib']} MiB "
+            f"(shipped limit {mem.get('shipped_limit_mib', '?')} MiB).",
         ]
+    allocator = mem.get("allocator")
+    if allocator:
+        lines += ["", "Resident MiB after rounds of mixed decodes on 8 threads:", ""]
+        for variant, row in allocator.items():
+            rounds = row.get("after_each_round_mib", row)
+            trimmed = row.get("after_trim_mib")
+            after = f", {trimmed} after malloc_trim" if trimmed else ""
+            lines.append(f"- {variant}: start {row.get('start_mib')}, rounds {rounds}{after}")
     return lines
 
 

@@ -54,9 +54,7 @@ def budget_from_limit(limit: int) -> int:
     return max(limit - RESERVED_BYTES, MIN_BUDGET_BYTES)
 
 
-def default_budget(
-    override: int | None, cgroup: Path = Path("/sys/fs/cgroup/memory.max")
-) -> int:
+def default_budget(override: int | None, cgroup: Path = Path("/sys/fs/cgroup/memory.max")) -> int:
     """``override`` if set, else from the cgroup limit, else from the machine's memory."""
     if override is not None:
         return override

@@ -74,9 +74,7 @@ def shrink(image: Image.Image) -> Image.Image:
     return out
 
 
-def as_viewed(
-    image: Image.Image, *, icc: bytes | None, orientation: int | None
-) -> Image.Image:
+def as_viewed(image: Image.Image, *, icc: bytes | None, orientation: int | None) -> Image.Image:
     """What a browser shows, from a small (already shrunk) frame: sRGB colours, EXIF
     orientation applied, alpha over white. ``image`` may be modified or returned."""
     if icc and image.mode in _ICC_MODES:

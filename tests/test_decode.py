@@ -13,9 +13,9 @@ import pytest
 from PIL import Image, ImageCms
 
 from function.decode import MAX_FRAMES_WALKED, configure_pillow, decode
+from function.errors import ImageTooLarge, UndecodableImage, UnsupportedMediaType
 from function.formats import gif_frames, sniff, tiff_pages
 from function.logs import configure_logging
-from function.errors import ImageTooLarge, UndecodableImage, UnsupportedMediaType
 from tests.photos import photo_bytes, photo_jpeg
 
 CAPS = {"max_pixels": 50_000_000, "max_frames": 8}
