@@ -28,10 +28,12 @@ logger = logging.getLogger("nsfwoid")
 
 
 class Service:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, model: Model | None = None) -> None:
+        """``model``: the model to serve; by default the one ``settings`` name, not loaded yet
+        (``start`` loads it). Tests whose point is not the score pass a stand-in."""
         self.settings = settings
         self.metrics = Metrics()
-        self.model = Model(
+        self.model = model or Model(
             settings.model_dir,
             settings.runtime,
             settings.inference_threads,
@@ -45,10 +47,11 @@ class Service:
         )
         self.fetcher = Fetcher(settings)
         self.pipeline = Pipeline(settings, self.model, self.batcher, self.fetcher, self.metrics)
-        self.event_cache = EventCache(settings.event_cache_size)
+        self.event_cache = EventCache(settings.event_cache_size, settings.event_cache_bytes)
         self.started_at = time.monotonic()
         self.load_error: str | None = None
-        self._slots = threading.BoundedSemaphore(settings.max_in_flight)
+        self._free_slots = settings.max_in_flight
+        self._slots_lock = threading.Lock()
         self._draining = threading.Event()
         self._start_lock = threading.Lock()
         self._loader: threading.Thread | None = None
@@ -58,8 +61,14 @@ class Service:
         self.metrics.inference_runs.labels(str(alone).lower()).inc()
 
     @property
+    def alive(self) -> bool:
+        """False once the inference thread has died: no request can be scored again, so
+        liveness fails and the platform restarts the container."""
+        return self.batcher.alive
+
+    @property
     def ready(self) -> bool:
-        return self.model.ready and not self._draining.is_set()
+        return self.model.ready and not self._draining.is_set() and self.alive
 
     @property
     def draining(self) -> bool:
@@ -70,7 +79,9 @@ class Service:
         with self._start_lock:
             if self._loader is None:
                 if not logging.getLogger().handlers:  # run by functions-framework's own CLI
-                    configure_logging(self.settings.log_level)
+                    configure_logging(
+                        self.settings.log_level, service_name=self.settings.service_name
+                    )
                 configure_pillow()
                 if self.settings.allow_private_networks:
                     log(
@@ -94,7 +105,7 @@ class Service:
             self.model.warm_up()
         except Exception as exc:  # keep serving liveness; readiness reports the failure
             self.load_error = f"{type(exc).__name__}: {exc}"
-            logger.exception("model failed to load", extra={"fields": {"outcome": "error"}})
+            logger.exception("model failed to load", extra={"event.outcome": "failure"})
             return
         info = self.model.info
         assert info is not None
@@ -118,7 +129,12 @@ class Service:
         if not self._draining.is_set():
             self._draining.set()
             self.metrics.ready.set(0)
-            log(logger, logging.INFO, "draining: readiness now 503")
+            log(
+                logger,
+                logging.INFO,
+                "draining: readiness now 503",
+                drain_s=self.settings.drain_seconds,
+            )
 
     def stop(self) -> None:
         self.begin_shutdown()
@@ -126,9 +142,14 @@ class Service:
         self.fetcher.close()
 
     @contextmanager
-    def admitted(self) -> Iterator[None]:
-        """At most ``max_in_flight`` scoring requests; beyond that a fast 503, never a queue."""
-        if not self._slots.acquire(blocking=False):
+    def admitted(self, weight: int = 1) -> Iterator[None]:
+        """At most ``max_in_flight`` images being scored at once: a request takes one slot per
+        image it scores (a batch of 10 URLs takes 10). Beyond that a fast 503, never a queue."""
+        with self._slots_lock:
+            admitted = weight <= self._free_slots
+            if admitted:
+                self._free_slots -= weight
+        if not admitted:
             self.metrics.rejected.labels("overloaded").inc()
             raise Overloaded("too many requests in flight; retry shortly")
         self.metrics.in_flight.inc()
@@ -136,4 +157,5 @@ class Service:
             yield
         finally:
             self.metrics.in_flight.dec()
-            self._slots.release()
+            with self._slots_lock:
+                self._free_slots += weight
