@@ -198,9 +198,9 @@ def test_pillow_errors_about_a_callers_file_are_logged_as_warnings() -> None:
         root.handlers[:], level = saved
         root.setLevel(level)
     pil, ours = (json.loads(line) for line in stream.getvalue().splitlines())
-    assert (pil["severity"], pil["logger"], pil["message"]) == (
-        "WARNING",
+    assert (pil["log.level"], pil["log"]["logger"], pil["message"]) == (
+        "warning",
         "PIL.TiffImagePlugin",
         "bad tag in file",
     )
-    assert ours["severity"] == "ERROR"
+    assert ours["log.level"] == "error"

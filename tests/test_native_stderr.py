@@ -46,8 +46,9 @@ def test_libtiff_stderr_becomes_json_warnings_and_json_passes_through() -> None:
         check=True,
     )
     lines = [json.loads(line) for line in done.stdout.splitlines()]
-    native = [line for line in lines if line["logger"] == "native"]
+    native = [line for line in lines if line["log"]["logger"] == "native"]
     assert native, done.stdout
-    assert all(line["severity"] == "WARNING" and line["source"] == "stderr" for line in native)
+    assert all(line["log.level"] == "warning" for line in native)
+    assert all(line["nsfwoid"]["source"] == "stderr" for line in native)
     assert any("table" in line["message"] for line in native)  # libtiff's LZW complaint
     assert done.stderr.splitlines() == [b'{"severity": "INFO", "message": "already json"}']
