@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import io
 import statistics
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from function.config import REPO_ROOT
 from function.decode import configure_pillow, decode
 from function.frames import SHRINK_TO, shrink
 from function.model import Model
@@ -31,8 +31,8 @@ def pillow() -> None:
 
 
 @pytest.fixture(scope="module")
-def model() -> Model:
-    loaded = Model(REPO_ROOT / "model", "onnxruntime", 2)
+def model(built_model: Path) -> Model:
+    loaded = Model(built_model, "onnxruntime", 2)
     loaded.load()
     return loaded
 
