@@ -73,8 +73,9 @@ _DECODE_ERRORS = (
 # decode the ones before it.
 _INDEPENDENT_FRAMES = ("TIFF", "MPO")
 
-_BYTES_PER_PIXEL = {"WEBP": 17}
-"""Peak bytes per decoded pixel where it is not 5 (4.7 measured for PNG, TIFF and BMP)."""
+_BYTES_PER_PIXEL = {"WEBP": (17, 21)}
+"""Peak bytes per decoded pixel (still, animated) where they are not (5, 15): measured 4.7 for
+PNG, TIFF and BMP, 13-14 for APNG and GIF animations, 16.7 and 20.5 for WebP."""
 
 _FIXED_COST = 4 * BAND_BYTES
 """Bytes a decode holds besides its frame: bands in flight, the shrunk frames, plugin state."""
@@ -183,9 +184,11 @@ def _check_pixels(width: int, height: int, frames: int, max_pixels: int) -> None
 def frame_cost(fmt: str, width: int, height: int, *, animated: bool) -> int:
     """Bytes held while decoding one frame of ``width``x``height``: Pillow's frame (4 bytes a
     pixel; 1 for palette and grey, charged as 4 all the same) and the plugin's buffers; WebP
-    decodes into a canvas of its own and hands Pillow a copy. An animation holds its previous
-    and disposal canvases besides. Measured in docs/performance.md, "Memory"."""
-    per_pixel = _BYTES_PER_PIXEL.get(fmt, 5) * (3 if animated else 1)
+    decodes into canvases of its own (one per animation too) and hands Pillow a copy. Other
+    animations hold their previous and disposal canvases besides: charged at 3 frames.
+    Measured in docs/performance.md, "Memory"."""
+    still, animation = _BYTES_PER_PIXEL.get(fmt, (5, 15))
+    per_pixel = animation if animated else still
     return width * height * per_pixel + _FIXED_COST
 
 
