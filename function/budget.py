@@ -1,6 +1,6 @@
 """How much memory decodes may hold at once, per pod, and who waits for it.
 
-A decode's cost is known from the image's header before a pixel is decoded (``decode.py``
+A decode's cost is known from the image's header before a pixel is decoded (``walk.py``
 charges each image's full-size decoded bytes). Concurrent decodes together never hold more
 than the budget: one that does not fit waits its turn, first come first served, until its
 request's deadline; one that could never fit, even alone, is refused at once.
