@@ -100,3 +100,16 @@ def test_sixteen_bit_greyscale_png_decodes() -> None:
     Image.fromarray(ramp).save(buffer, format="PNG")
     (frame,) = decode(buffer.getvalue(), mode="standard", **CAPS).frames
     assert frame.mode == "RGB" and frame.size == (600, 550)
+
+
+def test_orientation_is_applied_after_shrinking() -> None:
+    image = Image.new("RGB", (1600, 800), (255, 0, 0))
+    image.paste((0, 0, 255), (0, 0, 800, 800))  # left half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: shown rotated 90° clockwise
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", exif=exif)
+    (frame,) = decode(buffer.getvalue(), mode="standard", **CAPS).frames
+    assert frame.size == (800, 1600 // 3)  # shrunk 3× across, then turned upright
+    assert frame.getpixel((400, 10)) == (0, 0, 255)  # the left half is now on top
+    assert frame.getpixel((400, frame.height - 10)) == (255, 0, 0)
