@@ -67,6 +67,15 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _bytes(raw: str) -> int:
+    """A byte count: plain digits, or with a Ki/Mi/Gi suffix as Kubernetes writes them."""
+    text = raw.strip()
+    for suffix, scale in (("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30)):
+        if text.endswith(suffix):
+            return _positive_int(text[: -len(suffix)]) * scale
+    return _positive_int(text)
+
+
 def _non_negative_float(raw: str) -> float:
     value = float(raw)
     if not value >= 0:  # also rejects NaN
@@ -146,6 +155,13 @@ class Settings:
     max_body_bytes: int = 25 * 1024 * 1024
     max_fetch_bytes: int = 25 * 1024 * 1024
     max_pixels: int = 50_000_000
+    decode_memory_bytes: int | None = None
+    """Bytes that decodes in flight may hold together (``NSFWOID_DECODE_MEMORY_BYTES``, digits
+    or e.g. ``600Mi``). A decode reserves its image's full-size decoded bytes (4 per pixel)
+    before decoding and waits, up to the request deadline (then 503), while others hold the
+    rest; an image that alone needs more is refused (422 ``image_too_large``). Unset: the
+    container's memory limit (cgroup v2 ``memory.max``, else the machine's memory) less
+    512 MiB for the runtime, model and request bodies (``function/budget.py``)."""
     max_batch_urls: int = 16
     max_frames: int = 8
     fetch_connect_timeout: float = 3.05
@@ -218,6 +234,7 @@ class Settings:
         take(PREFIX + "MAX_BODY_BYTES", "max_body_bytes", _positive_int)
         take(PREFIX + "MAX_FETCH_BYTES", "max_fetch_bytes", _positive_int)
         take(PREFIX + "MAX_PIXELS", "max_pixels", _positive_int)
+        take(PREFIX + "DECODE_MEMORY_BYTES", "decode_memory_bytes", _bytes)
         take(PREFIX + "MAX_BATCH_URLS", "max_batch_urls", _positive_int)
         take(PREFIX + "MAX_FRAMES", "max_frames", _positive_int)
         take(PREFIX + "FETCH_CONNECT_TIMEOUT", "fetch_connect_timeout", _positive_float)

@@ -26,7 +26,9 @@ import jsonschema
 import pytest
 import yaml
 
+from function.budget import budget_from_limit
 from function.config import Settings
+from function.decode import frame_cost
 
 REPO = Path(__file__).resolve().parents[1]
 KNATIVE = REPO / "knative"
@@ -449,6 +451,18 @@ def test_openfaas_stack_runs_the_same_image_behind_of_watchdog_http_mode():
     for kind in ("requests", "limits"):
         for resource in ("cpu", "memory"):
             assert quantity(function[kind][resource]) == quantity(resources[kind][resource])
+
+
+def test_memory_limit_leaves_a_decode_budget_for_the_largest_allowed_images():
+    """The worker's decode budget (the limit less the runtime's reserve) fits one image of
+    the pixel cap in the costliest formats: with less, those would all be refused (422)."""
+    limit = int(quantity(container_of(service_doc())["resources"]["limits"]["memory"]))
+    assert quantity(stack_doc()["functions"][SERVICE_NAME]["limits"]["memory"]) == limit
+    settings = Settings.from_env(env_of(service_doc()))
+    assert settings.decode_memory_bytes is None  # the budget follows the limit
+    budget = budget_from_limit(limit)
+    for fmt in ("PNG", "TIFF", "BMP", "WEBP"):
+        assert frame_cost(fmt, settings.max_pixels, 1, animated=False) <= budget, fmt
 
 
 # ---------------------------------------------------------------------------------------------
