@@ -57,3 +57,18 @@ def error_response(error: ScoringError, request_id: str | None, *, text: bool = 
         body = error_payload(error, request_id)["error"]
         return text_response(f"error: {body['code']}: {body['message']}", error.status, headers)
     return json_response(error_payload(error, request_id), error.status, headers)
+
+
+def kserve_status(error: ScoringError) -> int:
+    """KServe's statuses: every fault of the input is its ``InvalidInput`` (400); an unknown
+    model 404; a body over the cap stays 413; our transient 5xx keep their status (and
+    ``Retry-After``), which a KServe client reads as retryable as it would KServe's 503."""
+    if error.status in (404, 405, 413) or error.status >= 500:
+        return error.status
+    return 400
+
+
+def kserve_error_response(error: ScoringError, request_id: str | None) -> Response:
+    """KServe's error body, ``{"error": "<message>"}`` (500s say as little as ours do)."""
+    message = error_payload(error, request_id)["error"]["message"]
+    return json_response({"error": message}, kserve_status(error), error_headers(error, request_id))

@@ -16,6 +16,7 @@ from flask import Request, Response
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from function import events, inputs
+from function.doors.kserve import KServeDoor, is_kserve_path
 from function.errors import (
     DeadlineExceeded,
     InternalError,
@@ -31,6 +32,7 @@ from function.respond import (
     error_payload,
     error_response,
     json_response,
+    kserve_error_response,
     score_text,
     text_response,
 )
@@ -55,13 +57,14 @@ class Router:
         self._spec_json: str | None = None
         # A batch's URLs are fetched and decoded side by side; inference still batches.
         self._batch_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="nsfwoid-batch")
+        self.kserve = KServeDoor(service)
 
     def __call__(self, request: Request) -> Response:
         path = request.path.rstrip("/") or "/"
         if request.method in ("GET", "HEAD"):
             return self._get(path, request)
         if request.method == "POST":
-            return self._post(request)
+            return self._post(request, path)
         if request.method == "OPTIONS":
             return Response(status=204, headers={"Allow": "GET, HEAD, POST, OPTIONS"})
         response = error_response(MethodNotAllowed(f"{request.method} is not supported"), None)
@@ -98,6 +101,13 @@ class Router:
             return Response(self._spec_yaml, status=200, mimetype="application/yaml")
         if path == "/openapi.json":
             return Response(self._openapi_json(), status=200, mimetype="application/json")
+        if is_kserve_path(path):
+            answer = self.kserve.get(path)
+            if answer is None:
+                return kserve_error_response(NotFound(f"no such endpoint: {path}"), None)
+            return answer
+        if path == "/" and "spec" in request.args:  # where service-checker looks for it
+            return Response(self._openapi_json(), status=200, mimetype="application/json")
         if path == "/":
             return json_response(
                 {
@@ -116,14 +126,15 @@ class Router:
         return self._spec_json
 
     # --- scoring ----------------------------------------------------------------------
-    def _post(self, request: Request) -> Response:
+    def _post(self, request: Request, path: str) -> Response:
         service = self.service
         request_id = _request_id(request.headers.get("X-Request-Id", ""))
         started = time.perf_counter()
-        is_event = events.is_cloudevent(dict(request.headers))
-        kind = "event" if is_event else "unknown"
+        kserve = is_kserve_path(path)
+        is_event = not kserve and events.is_cloudevent(dict(request.headers))
+        kind = "kserve_" + path[1:3] if kserve else "event" if is_event else "unknown"
         # Decided before parsing, so that a form without a url is told so in plain text too.
-        text = not is_event and inputs.prefers_text(request)
+        text = not is_event and not kserve and inputs.prefers_text(request)
         with log_context(request_id=request_id) as context:
             outcome = "ok"
             try:
@@ -134,7 +145,10 @@ class Router:
                             "the model failed to load" if failed else "the model is still loading"
                         )
                     deadline = time.monotonic() + service.settings.request_deadline
-                    if is_event:
+                    if kserve:
+                        context["input"] = kind
+                        response = self.kserve.post(path, request, request_id, deadline, context)
+                    elif is_event:
                         response = self._event(request, request_id, deadline, context)
                     else:
                         parsed = inputs.parse(request, service.settings)
@@ -143,11 +157,11 @@ class Router:
                         response = self._score(parsed, request_id, deadline, context)
             except ScoringError as error:
                 outcome = error.code
-                response = self._error(error, request_id, text)
+                response = self._error(error, request_id, text, kserve)
             except Exception:  # a bug: log it whole, tell the caller little
                 outcome = "internal_error"
                 logger.exception("unhandled error while scoring")
-                response = error_response(InternalError("internal error"), request_id, text=text)
+                response = self._error(InternalError("internal error"), request_id, text, kserve)
             duration = time.perf_counter() - started
             service.metrics.requests.labels(kind, outcome).inc()
             service.metrics.request_seconds.labels(kind).observe(duration)
@@ -163,9 +177,11 @@ class Router:
             )
             return response
 
-    def _error(self, error: ScoringError, request_id: str, text: bool) -> Response:
+    def _error(self, error: ScoringError, request_id: str, text: bool, kserve: bool) -> Response:
         if isinstance(error, DeadlineExceeded):
             self.service.metrics.rejected.labels("deadline").inc()
+        if kserve:
+            return kserve_error_response(error, request_id)
         return error_response(error, request_id, text=text)
 
     def _score_one(
