@@ -75,8 +75,6 @@ def decode_b64(text: Any, where: str, max_image_bytes: int) -> bytes:
         data = base64.b64decode(text.translate(_URLSAFE), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidRequest(f"{where}: Base64 encoded string is incorrectly padded.") from exc
-    if not data:
-        raise InvalidRequest(f"{where} decodes to no bytes")
     return data
 
 
@@ -157,7 +155,7 @@ def parse_v2(body: bytes, *, max_instances: int, max_image_bytes: int) -> InferR
         raise InvalidRequest(f'unknown input {tensor.get("name")!r}: the input is "{V2_INPUT}"')
     if tensor.get("datatype") != "BYTES":
         raise InvalidRequest(f'input "{V2_INPUT}" must have datatype BYTES (encoded images)')
-    parameters = tensor.get("parameters") or {}
+    parameters = tensor.get("parameters", {})
     if not isinstance(parameters, dict):
         raise InvalidRequest("parameters must be an object")
     content_type = parameters.get("content_type", "base64")
