@@ -115,6 +115,7 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()
     allow_private_networks: bool = False
     request_deadline: float = 30.0
+    body_timeout: float = 10.0
     max_in_flight: int = 16
     inference_threads: int = field(default_factory=lambda: min(4, available_cpus()))
     inference_spin: bool = True
@@ -122,6 +123,7 @@ class Settings:
     batch_wait_ms: float = 0.0
     event_type: str = "org.nsfwoid.image.scored"
     event_cache_size: int = 1024
+    event_cache_bytes: int = 8 * 1024 * 1024
     log_level: str = "INFO"
     service_name: str = "nsfwoid"
     revision: str = ""
@@ -158,6 +160,7 @@ class Settings:
         take(PREFIX + "ALLOWED_HOSTS", "allowed_hosts", _hosts)
         take(PREFIX + "ALLOW_PRIVATE_NETWORKS", "allow_private_networks", _bool)
         take(PREFIX + "REQUEST_DEADLINE", "request_deadline", _positive_float)
+        take(PREFIX + "BODY_TIMEOUT", "body_timeout", _positive_float)
         take(PREFIX + "MAX_IN_FLIGHT", "max_in_flight", _positive_int)
         take(PREFIX + "INFERENCE_THREADS", "inference_threads", _positive_int)
         take(PREFIX + "INFERENCE_SPIN", "inference_spin", _bool)
@@ -165,6 +168,7 @@ class Settings:
         take(PREFIX + "BATCH_WAIT_MS", "batch_wait_ms", _non_negative_float)
         take(PREFIX + "EVENT_TYPE", "event_type", str.strip)
         take(PREFIX + "EVENT_CACHE_SIZE", "event_cache_size", int)
+        take(PREFIX + "EVENT_CACHE_BYTES", "event_cache_bytes", _positive_int)
         take(PREFIX + "LOG_LEVEL", "log_level", _choice(("debug", "info", "warning", "error")))
         take("K_SERVICE", "service_name", str.strip)
         take("K_REVISION", "revision", str.strip)

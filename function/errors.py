@@ -46,6 +46,12 @@ class MethodNotAllowed(ScoringError):
     status, code = 405, "method_not_allowed"
 
 
+class RequestTimeout(ScoringError, TimeoutError):
+    """The caller did not send its whole body in time."""
+
+    status, code = 408, "request_timeout"
+
+
 class PayloadTooLarge(ScoringError):
     status, code = 413, "payload_too_large"
 
@@ -74,6 +80,15 @@ class SourceTooLarge(ScoringError):
 
 class TooManyRedirects(ScoringError):
     status, code = 422, "too_many_redirects"
+
+
+class SourceMissing(ScoringError):
+    """The image host has no such file (404/410) or refuses it (403, code ``source_forbidden``).
+
+    A caller's mistyped URL on plain HTTP; on the event path a just-uploaded file may not be
+    visible yet, so the event door answers it as retryable (``respond``)."""
+
+    status, code = 422, "source_not_found"
 
 
 class SourceUnavailable(ScoringError):

@@ -99,9 +99,17 @@ def parse(headers: Mapping[str, str], body: bytes) -> ScoringEvent:
     try:
         # Keep data as raw bytes: we decide by datacontenttype whether it is JSON or an image.
         event = from_http(_decode_headers(headers), body, data_unmarshaller=lambda raw: raw)
-    except (GenericException, ValueError, TypeError, AttributeError, KeyError) as exc:
+    except (
+        GenericException,
+        ValueError,
+        TypeError,
+        AttributeError,
+        KeyError,
+        RecursionError,
+    ) as exc:
         # The SDK raises more than its own exceptions on untrusted input: a structured body
-        # that is not a JSON object fails inside it (AttributeError, JSONDecodeError).
+        # that is not a JSON object fails inside it (AttributeError, JSONDecodeError), and one
+        # nested a few hundred KB deep exhausts the JSON parser's stack (RecursionError).
         raise InvalidRequest("malformed CloudEvent") from exc
     attributes = event.get_attributes()
     for name in ("id", "source", "type"):
@@ -187,7 +195,7 @@ def _json_object(data: Any) -> dict[str, Any]:
             if isinstance(data, str | bytes | bytearray)
             else None
         )
-    except ValueError as exc:  # includes JSONDecodeError and UnicodeDecodeError
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, nesting
         raise InvalidRequest("event data is not valid JSON") from exc
     if not isinstance(payload, dict):
         raise InvalidRequest("event data must be a JSON object")
@@ -256,32 +264,75 @@ def reply(event: ScoringEvent, result: Mapping[str, Any], settings: Settings) ->
     return dict(headers), body if isinstance(body, bytes) else str(body).encode()
 
 
+@dataclass(frozen=True)
+class Failure:
+    """A permanent error as plain data: a repeat meets the same answer without the original
+    exception, whose traceback would keep the request, its body and the decoded image alive."""
+
+    status: int
+    code: str
+    message: str
+
+    def error(self) -> ScoringError:
+        return ScoringError(self.message, code=self.code, status=self.status)
+
+
+Outcome = Reply | Failure
+
+
+def _size(key: tuple[object, ...], outcome: Outcome) -> int:
+    """Bytes an entry keeps alive, near enough to bound the cache by."""
+    size = 256 + sum(len(str(part)) for part in key)
+    if isinstance(outcome, Failure):
+        return size + len(outcome.message) + len(outcome.code)
+    headers, body = outcome
+    return size + len(body) + sum(len(k) + len(v) for k, v in headers.items())
+
+
 class EventCache:
     """A small LRU of outcomes by (source, id): repeats are answered without refetching.
 
-    An outcome is a reply, or a permanent (4xx) error that a repeat must meet again; transient
-    errors are never stored, so a redelivery after one is scored afresh.
+    An outcome is a reply, or a permanent (4xx) failure that a repeat must meet again;
+    transient errors are never stored, so a redelivery after one is scored afresh. Both the
+    number of entries and the bytes they hold are bounded.
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, max_bytes: int = 8 * 1024 * 1024) -> None:
         self._capacity = capacity
-        self._items: OrderedDict[tuple[object, ...], Reply | ScoringError] = OrderedDict()
+        self._max_bytes = max_bytes
+        self._items: OrderedDict[tuple[object, ...], tuple[Outcome, int]] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[object, ...]) -> Reply | ScoringError | None:
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: tuple[object, ...]) -> Outcome | None:
         with self._lock:
             hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-            return hit
+            if hit is None:
+                return None
+            self._items.move_to_end(key)
+            return hit[0]
 
-    def put(self, key: tuple[object, ...], value: Reply | ScoringError) -> None:
+    def put(self, key: tuple[object, ...], value: Outcome) -> None:
         if self._capacity <= 0:
             return
-        if not isinstance(value, ScoringError) and len(value[1]) > MAX_CACHED_REPLY_BYTES:
+        if not isinstance(value, Failure) and len(value[1]) > MAX_CACHED_REPLY_BYTES:
             return
+        size = _size(key, value)
         with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self._capacity:
-                self._items.popitem(last=False)
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
+            self._items[key] = (value, size)
+            self._bytes += size
+            while self._items and (
+                len(self._items) > self._capacity or self._bytes > self._max_bytes
+            ):
+                _, (_, dropped) = self._items.popitem(last=False)
+                self._bytes -= dropped

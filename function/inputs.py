@@ -2,21 +2,21 @@
 
 Accepted on ``POST``: a form with ``url`` (answered with the bare score, as the old service
 did), multipart with a ``file`` part or a ``url`` field, JSON ``{"url"}`` / ``{"urls": [...]}``,
-and a raw ``image/*`` or ``application/octet-stream`` body. Bodies are capped before they
-are buffered: werkzeug's stream limit stops reading at ``max_body_bytes``.
+and a raw ``image/*`` or ``application/octet-stream`` body, already read (capped and
+time-bounded) by ``function.body``.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Request
-from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
-from werkzeug.wsgi import LimitedStream
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from function.config import PREPROCESSING_MODES, Settings
-from function.errors import InvalidRequest, PayloadTooLarge, ScoringError, UnsupportedMediaType
+from function.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from function.pipeline import Source
 
 FORM = "application/x-www-form-urlencoded"
@@ -50,43 +50,11 @@ def prefers_text(request: Request) -> bool:
     return wants_text(request, default=content_type == FORM)
 
 
-def parse(request: Request, settings: Settings) -> ScoreRequest:
-    cap = settings.max_body_bytes
-    too_large = f"the request body is larger than {cap} bytes"
-    try:
-        parsed = _parse(request, settings)
-        if _past_cap(request, cap):
-            raise PayloadTooLarge(too_large)
-        return parsed
-    except ScoringError as error:
-        # A chunked body cut at the cap fails to parse: its size is the real reason.
-        if not isinstance(error, PayloadTooLarge) and _past_cap(request, cap):
-            raise PayloadTooLarge(too_large) from error
-        raise
-    finally:
-        # functions-framework reads the body once more after every response; past the cap
-        # that read raises (a 500). Whatever happened here, leave it nothing to read.
-        if getattr(request, "_cached_data", None) is None:
-            request._cached_data = b""
-
-
-def _past_cap(request: Request, cap: int) -> bool:
-    """Did reading reach the byte past the cap? (Chunked bodies have no length to check.)"""
-    stream = request.stream
-    return isinstance(stream, LimitedStream) and stream.limit == cap + 1 and stream.is_exhausted
-
-
-def _parse(request: Request, settings: Settings) -> ScoreRequest:
+def parse(request: Request, body: bytes, settings: Settings) -> ScoreRequest:
+    """What to score, from a request whose ``body`` was already read (``function.body``)."""
     mode = request.args.get("preprocessing")
     if mode is not None and mode not in PREPROCESSING_MODES:
         raise InvalidRequest(f"preprocessing must be one of {', '.join(PREPROCESSING_MODES)}")
-    declared = request.content_length
-    if declared is not None and declared > settings.max_body_bytes:
-        raise PayloadTooLarge(f"the request body is larger than {settings.max_body_bytes} bytes")
-    # werkzeug stops reading *at* its limit and raises only on a later read, so a chunked
-    # body longer than the cap would come back cut to the cap: one byte more shows it.
-    request.max_content_length = settings.max_body_bytes + 1
-    request.max_form_memory_size = settings.max_body_bytes
     content_type = (request.mimetype or "").lower()
     try:
         if content_type == FORM:
@@ -97,18 +65,15 @@ def _parse(request: Request, settings: Settings) -> ScoreRequest:
         if content_type == MULTIPART:
             return _multipart(request, mode)
         if content_type == JSON or content_type.endswith("+json"):
-            return _json(request, settings, mode)
+            return _json(body, settings, mode)
         if content_type.startswith("image/") or content_type in RAW:
-            data = request.get_data(cache=False)
-            if not data:
+            if not body:
                 raise InvalidRequest("the request body is empty: send the image bytes")
-            return ScoreRequest([Source(data=data)], "raw", False, prefers_text(request), mode)
+            return ScoreRequest([Source(data=body)], "raw", False, prefers_text(request), mode)
     except RequestEntityTooLarge as exc:
         raise PayloadTooLarge(
             f"the request body is larger than {settings.max_body_bytes} bytes"
         ) from exc
-    except ClientDisconnected as exc:
-        raise InvalidRequest("the request body ended early") from exc
     except HTTPException as exc:  # werkzeug's parsers: malformed multipart and the like
         raise InvalidRequest("the request body could not be parsed") from exc
     if not content_type:
@@ -116,6 +81,15 @@ def _parse(request: Request, settings: Settings) -> ScoreRequest:
             "no Content-Type: send a form with url=, JSON, multipart or an image body"
         )
     raise UnsupportedMediaType(f"Content-Type {content_type} is not accepted")
+
+
+def load_json(body: bytes) -> Any:
+    """Parsed JSON, or a 400 for anything that is not (deep nesting included)."""
+    try:
+        return json.loads(body or b"null")
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: ``[[[[…`` a few hundred KB deep exhausts the parser's stack.
+        raise InvalidRequest("the body is not valid JSON") from exc
 
 
 def _multipart(request: Request, mode: str | None) -> ScoreRequest:
@@ -131,11 +105,8 @@ def _multipart(request: Request, mode: str | None) -> ScoreRequest:
     raise InvalidRequest("multipart requests need a 'file' part or a 'url' field")
 
 
-def _json(request: Request, settings: Settings, mode: str | None) -> ScoreRequest:
-    try:
-        payload = json.loads(request.get_data(cache=False) or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest("the body is not valid JSON") from exc
+def _json(body: bytes, settings: Settings, mode: str | None) -> ScoreRequest:
+    payload = load_json(body)
     if not isinstance(payload, dict):
         raise InvalidRequest('the JSON body must be an object: {"url": ...} or {"urls": [...]}')
     body_mode = payload.get("preprocessing")

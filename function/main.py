@@ -12,12 +12,12 @@ import os
 import flask
 import functions_framework
 
+from function.app import App
 from function.config import Settings
-from function.routes import Router
 from function.service import Service
 
 service = Service(Settings.from_env(os.environ))
-router = Router(service)
+app = App(service)
 # functions-framework executes this module inside its Flask app's context: register the
 # service on the app so the server (and tests) reach this very instance, not a second copy.
 if flask.has_app_context():
@@ -28,4 +28,4 @@ if flask.has_app_context():
 def score(request: flask.Request) -> flask.Response:
     """Every path and method: scoring on POST, CloudEvents, and the operations endpoints."""
     service.start()  # idempotent; loads in the background if the server has not already
-    return router(request)
+    return app(request)

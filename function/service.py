@@ -28,10 +28,12 @@ logger = logging.getLogger("nsfwoid")
 
 
 class Service:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, model: Model | None = None) -> None:
+        """``model``: the model to serve; by default the one ``settings`` name, not loaded yet
+        (``start`` loads it). Tests whose point is not the score pass a stand-in."""
         self.settings = settings
         self.metrics = Metrics()
-        self.model = Model(
+        self.model = model or Model(
             settings.model_dir,
             settings.runtime,
             settings.inference_threads,
@@ -45,10 +47,11 @@ class Service:
         )
         self.fetcher = Fetcher(settings)
         self.pipeline = Pipeline(settings, self.model, self.batcher, self.fetcher, self.metrics)
-        self.event_cache = EventCache(settings.event_cache_size)
+        self.event_cache = EventCache(settings.event_cache_size, settings.event_cache_bytes)
         self.started_at = time.monotonic()
         self.load_error: str | None = None
-        self._slots = threading.BoundedSemaphore(settings.max_in_flight)
+        self._free_slots = settings.max_in_flight
+        self._slots_lock = threading.Lock()
         self._draining = threading.Event()
         self._start_lock = threading.Lock()
         self._loader: threading.Thread | None = None
@@ -126,9 +129,14 @@ class Service:
         self.fetcher.close()
 
     @contextmanager
-    def admitted(self) -> Iterator[None]:
-        """At most ``max_in_flight`` scoring requests; beyond that a fast 503, never a queue."""
-        if not self._slots.acquire(blocking=False):
+    def admitted(self, weight: int = 1) -> Iterator[None]:
+        """At most ``max_in_flight`` images being scored at once: a request takes one slot per
+        image it scores (a batch of 10 URLs takes 10). Beyond that a fast 503, never a queue."""
+        with self._slots_lock:
+            admitted = weight <= self._free_slots
+            if admitted:
+                self._free_slots -= weight
+        if not admitted:
             self.metrics.rejected.labels("overloaded").inc()
             raise Overloaded("too many requests in flight; retry shortly")
         self.metrics.in_flight.inc()
@@ -136,4 +144,5 @@ class Service:
             yield
         finally:
             self.metrics.in_flight.dec()
-            self._slots.release()
+            with self._slots_lock:
+                self._free_slots += weight

@@ -131,7 +131,7 @@ def test_overload_sheds_with_fast_503s_and_recovers(tmp_path: Path) -> None:
         rejected = metric(server, "nsfwoid_rejected_requests_total", reason="overloaded")
         in_flight = metric(server, "nsfwoid_in_flight_requests")
         ok_counted = metric(server, "nsfwoid_requests_total", input="raw", outcome="ok")
-        overloaded_counted = metric(server, "nsfwoid_requests_total", input="unknown",
+        overloaded_counted = metric(server, "nsfwoid_requests_total", input="raw",
                                     outcome="overloaded")  # fmt: skip
         still_serving = requests.post(
             server.url, data=SMALL, headers={"Content-Type": "image/jpeg"}, timeout=30
@@ -147,7 +147,8 @@ def test_overload_sheds_with_fast_503s_and_recovers(tmp_path: Path) -> None:
     assert set(tally.statuses) <= {200, 503}, tally.statuses
     assert tally.statuses[200] > 0 and tally.statuses[503] > 0, tally.statuses
     assert tally.missing_retry_after == 0
-    # Every 503 was counted as an overload rejection, and every 200 as a scored request
+    # Every 503 was counted as an overload rejection of a raw request (the body is parsed
+    # before admission), and every 200 as a scored request
     # (+1: the warm-up request before the load).
     assert rejected == tally.statuses[503]
     assert overloaded_counted == tally.statuses[503]
