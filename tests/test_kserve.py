@@ -180,6 +180,10 @@ def test_v1_bad_requests_beyond_the_body(client: FlaskClient) -> None:
     assert "does not exist" in kserve_error(client.get("/v2/models/x/ready"), 404)
     assert "no such endpoint" in kserve_error(client.post("/v1/models/nsfwoid:explain"), 404)
     assert "no such endpoint" in kserve_error(client.get("/v2/repository/index"), 404)
+    refused = client.delete("/v2/models/nsfwoid")
+    assert "DELETE is not supported" in kserve_error(refused, 405)
+    assert refused.headers["Allow"] == "GET, HEAD, POST, OPTIONS"
+    assert client.options("/v2/models/nsfwoid/infer").status_code == 204
 
 
 @pytest.mark.parametrize(

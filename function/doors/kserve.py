@@ -19,7 +19,7 @@ from flask import Request, Response
 from function import kserve_protocol as protocol
 from function.config import PREPROCESSING_MODES, Settings
 from function.doors import Call, Job
-from function.errors import InvalidRequest, NotFound, ScoringError
+from function.errors import InvalidRequest, MethodNotAllowed, NotFound, ScoringError
 from function.pipeline import Source
 from function.respond import Style, json_response
 
@@ -58,8 +58,10 @@ class KServeDoor:
             return None
         if request.method in ("GET", "HEAD"):
             return Job("kserve", self._get(path), weight=0, style=self.style)
+        if request.method == "OPTIONS":
+            return None  # the ops door's answer, as on every path
         if request.method != "POST":
-            return None  # OPTIONS and the 405s are the app's
+            raise MethodNotAllowed(f"{request.method} is not supported")
         predict, infer = _V1_PREDICT.fullmatch(path), _V2_INFER.fullmatch(path)
         match = predict or infer
         if match is None:
