@@ -30,7 +30,7 @@ from function.errors import (
 )
 from function.events import is_cloudevent
 from function.inputs import prefers_text
-from function.logs import log, log_context
+from function.logs import log_context, log_request
 from function.respond import Style, error_response
 from function.service import Service
 
@@ -62,23 +62,30 @@ class App:
             job: Job | None = None
             styles = _Styles(request)
             outcome = "ok"
+            failure: Exception | None = None
             try:
                 job = self._parse(request, path, styles)
                 response = self._run(job, Call(self.service, rid, self._deadline(), context))
             except ScoringError as error:
-                outcome = error.code
+                outcome, failure = error.code, error
                 if isinstance(error, DeadlineExceeded):
                     self.service.metrics.rejected.labels("deadline").inc()
                 response = error_response(error, rid, styles.current)
                 if isinstance(error, MethodNotAllowed):
                     response.headers["Allow"] = ALLOW
-            except Exception:  # a bug: log it whole, tell the caller little
-                outcome = "internal_error"
-                logger.exception("unhandled error")
+            except Exception as bug:  # logged whole (its stack on the line), the caller told little
+                outcome, failure = "internal_error", bug
                 response = error_response(InternalError("internal error"), rid, styles.current)
             response.headers["X-Request-Id"] = rid
-            if request.method == "POST" or (job is not None and job.weight > 0):
-                self._record(job, outcome, response, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            kind = job.kind if job is not None else "unknown"
+            scoring = request.method == "POST" or (job is not None and job.weight > 0)
+            if scoring:
+                self._record(kind, outcome, seconds)
+            if scoring or (failure is not None and not isinstance(failure, ScoringError)):
+                # Scoring requests and bugs get their one line here; any other request gets
+                # gunicorn's access line (function.logs).
+                log_request(logger, request.environ, response, seconds, error=failure, input=kind)
             return response
 
     def _parse(self, request: Request, path: str, styles: _Styles) -> Job:
@@ -123,20 +130,10 @@ class App:
     def _deadline(self) -> float:
         return time.monotonic() + self.service.settings.request_deadline
 
-    def _record(self, job: Job | None, outcome: str, response: Response, seconds: float) -> None:
-        kind = job.kind if job is not None else "unknown"
+    def _record(self, kind: str, outcome: str, seconds: float) -> None:
         metrics = self.service.metrics
         metrics.requests.labels(kind, outcome).inc()
         metrics.request_seconds.labels(kind).observe(seconds)
-        log(
-            logger,
-            logging.INFO if response.status_code < 500 else logging.WARNING,
-            "scored" if outcome == "ok" else "request failed",
-            input=kind,
-            outcome=outcome,
-            status=response.status_code,
-            duration_ms=round(seconds * 1000, 3),
-        )
 
 
 class _Styles:

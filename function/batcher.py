@@ -4,15 +4,20 @@ Requests decode and preprocess on their own threads (Pillow releases the GIL), s
 one image overlaps inference of another. Whatever is queued when the model frees up runs
 as one batch (up to ``max_batch`` images): under load batches form by themselves, and a
 lone request never waits for company unless ``max_wait`` asks it to.
+
+A request whose deadline passes cancels its future; the inference thread drops such items
+before running them and never lets resolving a future (or anything else in its loop) end
+it, because every later request depends on this one thread.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +33,18 @@ class _Item:
 
 
 _STOP = object()
+logger = logging.getLogger("nsfwoid")
+
+
+def _resolve(future: Future[Scores], outcome: Scores | BaseException) -> None:
+    """Set a result or an error; a future already cancelled or resolved is left as it is."""
+    try:
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+    except InvalidStateError:
+        pass  # its request gave up waiting (deadline): nobody reads this answer
 
 
 class Batcher:
@@ -56,6 +73,12 @@ class Batcher:
             self._queue.put(_STOP)
             self._thread.join(timeout=10)
             self._thread = None
+
+    @property
+    def alive(self) -> bool:
+        """False only when the inference thread was started and has ended without ``stop``."""
+        thread = self._thread
+        return thread is None or thread.is_alive()
 
     def submit(self, tensors: Batch, *, alone: bool = False) -> Future[Scores]:
         """Queue ``[k, 224, 224, 3]`` tensors; the future resolves to their ``k`` scores.
@@ -91,8 +114,19 @@ class Batcher:
             if first is _STOP:
                 return
             assert isinstance(first, _Item)
-            items, stopping = self._collect(first)
-            self._predict(items)
+            items: list[_Item] = [first]
+            stopping = False
+            try:
+                items, stopping = self._collect(first)
+                # Marks the rest running, so a deadline passing from here on cannot cancel
+                # them; the cancelled ones are never predicted.
+                live = [item for item in items if item.future.set_running_or_notify_cancel()]
+                if live:
+                    self._predict(live)
+            except Exception as exc:  # a bug here must not end the thread every request needs
+                logger.exception("inference loop error", extra={"fields": {"outcome": "error"}})
+                for item in items:
+                    _resolve(item.future, exc)
             if stopping:
                 return
 
@@ -108,12 +142,12 @@ class Batcher:
             scores = self._model.predict(batch, alone=alone)
         except Exception as exc:  # hand any model failure to every waiting request
             for item in items:
-                item.future.set_exception(exc)
+                _resolve(item.future, exc)
             return
-        if self._on_batch is not None:
-            self._on_batch(len(batch), alone, time.perf_counter() - started)
         offset = 0
         for item in items:
             count = len(item.tensors)
-            item.future.set_result(scores[offset : offset + count])
+            _resolve(item.future, scores[offset : offset + count])
             offset += count
+        if self._on_batch is not None:  # after the answers: a metrics fault delays no one
+            self._on_batch(len(batch), alone, time.perf_counter() - started)

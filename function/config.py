@@ -27,6 +27,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 class ConfigError(ValueError):
     """A configuration variable is missing or malformed; the message names it."""
 
+    def __init__(self, message: str, variable: str) -> None:
+        super().__init__(message)
+        self.variable = variable
+
 
 def available_cpus(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
     """CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota if any.
@@ -117,6 +121,11 @@ class Settings:
     request_deadline: float = 30.0
     body_timeout: float = 10.0
     max_in_flight: int = 16
+    # Seconds between SIGTERM and closing the listener, while readiness answers 503 and
+    # requests are still served: plain Kubernetes removes the pod from its Service's endpoints
+    # only after a failed readiness probe, and a request routed meanwhile must not find the
+    # port closed. (Knative's queue-proxy drains on its own; 0 turns the delay off.)
+    drain_seconds: float = 5.0
     inference_threads: int = field(default_factory=lambda: min(4, available_cpus()))
     inference_spin: bool = True
     batch_max: int = 8
@@ -140,7 +149,7 @@ class Settings:
             try:
                 values[key] = parse(raw)
             except ValueError as exc:
-                raise ConfigError(f"{name}: {exc}") from exc
+                raise ConfigError(f"{name}: {exc}", name) from exc
 
         take("PORT", "port", _positive_int)
         take(PREFIX + "PREPROCESSING", "preprocessing", _choice(PREPROCESSING_MODES))
@@ -162,6 +171,7 @@ class Settings:
         take(PREFIX + "REQUEST_DEADLINE", "request_deadline", _positive_float)
         take(PREFIX + "BODY_TIMEOUT", "body_timeout", _positive_float)
         take(PREFIX + "MAX_IN_FLIGHT", "max_in_flight", _positive_int)
+        take(PREFIX + "DRAIN_SECONDS", "drain_seconds", _non_negative_float)
         take(PREFIX + "INFERENCE_THREADS", "inference_threads", _positive_int)
         take(PREFIX + "INFERENCE_SPIN", "inference_spin", _bool)
         take(PREFIX + "BATCH_MAX", "batch_max", _positive_int)
@@ -176,7 +186,7 @@ class Settings:
             values["log_level"] = str(values["log_level"]).upper()
         settings = cls(**values)  # type: ignore[arg-type]
         if settings.max_redirects < 0:
-            raise ConfigError(f"{PREFIX}MAX_REDIRECTS: must be >= 0")
+            raise ConfigError(f"{PREFIX}MAX_REDIRECTS: must be >= 0", PREFIX + "MAX_REDIRECTS")
         return settings
 
     @property

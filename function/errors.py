@@ -92,7 +92,7 @@ class SourceMissing(ScoringError):
 
 
 class SourceUnavailable(ScoringError):
-    """The image host failed, or does not have the file *yet*: retryable on purpose."""
+    """The image host failed or is overloaded: retryable on purpose."""
 
     status, code, retry_after = 502, "source_unavailable", 5
 

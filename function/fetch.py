@@ -6,8 +6,9 @@ hop. Redirects are followed by hand so that each hop is re-checked. The body is 
 a byte cap and a wall-clock deadline whatever ``Content-Length`` claims, so slow-drip and
 endless bodies end on our terms.
 
-Failures map to statuses Knative Eventing retries only when retrying can help: the image
-host's 404/403/410 stay retryable 502s on purpose (an upload may not be fetchable yet).
+Failures map to statuses that are retried only when retrying can help: the image host's
+404/410/403 are ``SourceMissing`` (422, no ``Retry-After``), its 429 and 5xx retryable
+502/503s.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from http.cookiejar import CookiePolicy, DefaultCookiePolicy
 from types import TracebackType
 from urllib.parse import urljoin
 
@@ -29,6 +31,7 @@ from function.config import Settings
 from function.errors import (
     DeadlineExceeded,
     ScoringError,
+    SourceMissing,
     SourceTimeout,
     SourceTooLarge,
     SourceUnavailable,
@@ -118,6 +121,15 @@ def _shutdown(sock: socket.socket) -> None:
         pass  # the peer or the pool closed it first
 
 
+def _no_cookies() -> CookiePolicy:
+    """A policy that neither stores nor sends any cookie.
+
+    The session (and its cookie jar) is shared by every caller: a cookie one image host sets
+    while fetching for one caller must never ride along on a fetch for another.
+    """
+    return DefaultCookiePolicy(allowed_domains=[])
+
+
 class Fetcher:
     """One per process: a pooled session whose every socket goes through the guard."""
 
@@ -125,6 +137,7 @@ class Fetcher:
         self._settings = settings
         self._session = requests.Session()
         self._session.trust_env = False  # no proxy from the environment can bypass the guard
+        self._session.cookies.set_policy(_no_cookies())
         adapter = GuardedAdapter(
             policy or AddressPolicy(allow_private=settings.allow_private_networks),
             pool_maxsize=settings.max_in_flight,
@@ -204,8 +217,12 @@ class Fetcher:
                 status=503,
                 retry_after=_retry_after(response, 5),
             )
-        if status in (404, 410, 403):
-            raise SourceUnavailable(f"the image host does not serve the file (HTTP {status})")
+        if status in (404, 410):
+            raise SourceMissing(f"the image host does not have the file (HTTP {status})")
+        if status == 403:
+            raise SourceMissing(
+                "the image host refuses to serve the file (HTTP 403)", code="source_forbidden"
+            )
         raise SourceUnavailable(f"the image host answered HTTP {status}")
 
     def _read_body(self, response: requests.Response, clock: _Clock) -> bytes:

@@ -12,7 +12,10 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
 )
 from prometheus_client.exposition import choose_encoder
@@ -50,6 +53,11 @@ class Metrics:
         # ``*_created`` series double the exposition for no operational use.
         disable_created_metrics()
         r = self.registry = CollectorRegistry()
+        # The process's own health (resident memory, open fds, CPU seconds, garbage
+        # collections, Python version) next to ours: the usual process_* and python_* series.
+        ProcessCollector(registry=r)
+        GCCollector(registry=r)
+        PlatformCollector(registry=r)
         self.requests = Counter(
             "nsfwoid_requests",
             "Scoring requests by input kind and outcome (an error code or ok).",

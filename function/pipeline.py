@@ -15,6 +15,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -90,9 +91,12 @@ class Pipeline:
         deadline = deadline if deadline is not None else time.monotonic() + 3600
         note = notes or (lambda key, value: None)
         timing: dict[str, float] = {}
+        note("timing_ms", timing)  # filled in as the stages run, so a failure shows how far
         started = time.perf_counter()
 
         if source.url is not None:
+            # The host alone (a URL may carry a token), noted before the fetch can fail.
+            note("source_host", _host(source.url))
             with self._stage("fetch", timing, deadline):
                 fetched = self.fetcher.fetch(source.url, deadline=deadline)
             self.metrics.fetched_bytes.inc(len(fetched.data))
@@ -188,3 +192,10 @@ class Pipeline:
                 for index, s in zip(decoded.frame_indices, frame_scores, strict=True)
             ]
         return result
+
+
+def _host(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:  # a malformed URL is the fetcher's to refuse, with its own error
+        return None

@@ -10,8 +10,11 @@ one warm-up inference are done.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import signal
+import threading
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -20,13 +23,14 @@ import functions_framework
 import gunicorn.app.base
 from flask import Flask
 
-from function.config import Settings
-from function.logs import GunicornJsonLogger, configure_logging
+from function.config import ConfigError, Settings
+from function.logs import GunicornJsonLogger, configure_logging, log
 from function.service import Service
 
 SOURCE = Path(__file__).with_name("main.py")
 TARGET = "score"
 EXTENSION = "nsfwoid"
+logger = logging.getLogger("nsfwoid")
 
 
 def service_of(app: Flask) -> Service:
@@ -41,13 +45,31 @@ def post_worker_init(worker: Any) -> None:
     service = service_of(worker.wsgi)
     service.start()
     gunicorn_handler = signal.getsignal(signal.SIGTERM)
+    delay = service.settings.drain_seconds
+    heard = threading.Event()
 
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        # Readiness turns 503 first so the router stops sending; gunicorn's own handler then
-        # stops accepting and lets requests in flight finish within graceful_timeout.
-        service.begin_shutdown()
+    def stop_accepting(signum: int, frame: FrameType | None) -> None:
+        # gunicorn's own handler stops accepting and lets requests in flight finish within
+        # graceful_timeout (it only flags the worker's loop, so any thread may call it).
+        if delay:
+            log(logger, logging.INFO, "drain delay over: no longer accepting requests")
         if callable(gunicorn_handler):
             gunicorn_handler(signum, frame)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        # Readiness turns 503 first so the router stops sending; requests that still arrive
+        # during the delay are served. The handler must return at once: the worker's loop,
+        # which accepts connections, runs on this very thread.
+        service.begin_shutdown()
+        if heard.is_set():
+            return
+        heard.set()
+        if not delay:
+            stop_accepting(signum, frame)
+            return
+        timer = threading.Timer(delay, stop_accepting, (signum, frame))
+        timer.name, timer.daemon = "nsfwoid-drain", True
+        timer.start()
 
     signal.signal(signal.SIGTERM, on_sigterm)
 
@@ -62,7 +84,11 @@ class Server(gunicorn.app.base.BaseApplication):
             # that keep probes, metrics and those fast 503s answered while scoring is full.
             "threads": settings.max_in_flight + 8,
             "timeout": 0,  # a long inference is not a hung worker; our deadline handles it
-            "graceful_timeout": int(max(settings.request_deadline + 5, 10)),
+            # The master waits this long for the worker after SIGTERM: the drain delay, then
+            # the longest request.
+            "graceful_timeout": math.ceil(
+                settings.drain_seconds + max(settings.request_deadline + 5, 10)
+            ),
             "keepalive": 5,
             "accesslog": "-",
             "errorlog": "-",
@@ -88,8 +114,14 @@ class Server(gunicorn.app.base.BaseApplication):
 
 
 def main() -> None:
-    settings = Settings.from_env(os.environ)
-    configure_logging(settings.log_level)
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as error:
+        # One log line a log pipeline can read, not a traceback; 2 as for a usage error.
+        configure_logging()
+        log(logger, logging.ERROR, f"invalid configuration: {error}", variable=error.variable)
+        raise SystemExit(2) from None
+    configure_logging(settings.log_level, service_name=settings.service_name)
     Server(settings).run()
 
 

@@ -61,8 +61,14 @@ class Service:
         self.metrics.inference_runs.labels(str(alone).lower()).inc()
 
     @property
+    def alive(self) -> bool:
+        """False once the inference thread has died: no request can be scored again, so
+        liveness fails and the platform restarts the container."""
+        return self.batcher.alive
+
+    @property
     def ready(self) -> bool:
-        return self.model.ready and not self._draining.is_set()
+        return self.model.ready and not self._draining.is_set() and self.alive
 
     @property
     def draining(self) -> bool:
@@ -73,7 +79,9 @@ class Service:
         with self._start_lock:
             if self._loader is None:
                 if not logging.getLogger().handlers:  # run by functions-framework's own CLI
-                    configure_logging(self.settings.log_level)
+                    configure_logging(
+                        self.settings.log_level, service_name=self.settings.service_name
+                    )
                 configure_pillow()
                 if self.settings.allow_private_networks:
                     log(
@@ -97,7 +105,7 @@ class Service:
             self.model.warm_up()
         except Exception as exc:  # keep serving liveness; readiness reports the failure
             self.load_error = f"{type(exc).__name__}: {exc}"
-            logger.exception("model failed to load", extra={"fields": {"outcome": "error"}})
+            logger.exception("model failed to load", extra={"event.outcome": "failure"})
             return
         info = self.model.info
         assert info is not None
@@ -121,7 +129,12 @@ class Service:
         if not self._draining.is_set():
             self._draining.set()
             self.metrics.ready.set(0)
-            log(logger, logging.INFO, "draining: readiness now 503")
+            log(
+                logger,
+                logging.INFO,
+                "draining: readiness now 503",
+                drain_s=self.settings.drain_seconds,
+            )
 
     def stop(self) -> None:
         self.begin_shutdown()

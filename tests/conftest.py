@@ -35,15 +35,32 @@ TEST_ENV = {
 }
 
 
-@pytest.fixture(scope="session", autouse=True)
-def built_model() -> Path:
-    """The real model, built by convert/ if a test run starts without it."""
+MODEL_FIXTURES = frozenset({"built_model", "app", "client", "server", "score_bytes"})
+"""Fixtures that need the real model: a test using any of them (directly or through another
+fixture) is marked ``model`` and left out of ``make test-unit``."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.model)
+
+
+def ensure_model() -> Path:
+    """The real model, built by convert/ if this checkout has none yet (about 3 minutes)."""
     if (
         not (MODEL_DIR / "manifest.json").is_file()
-        or not (MODEL_DIR / "open_nsfw.tflite").is_file()
+        or not (MODEL_DIR / "open_nsfw.onnx").is_file()
     ):
+        if os.environ.get("NSFWOID_TESTS_WITHOUT_MODEL"):
+            pytest.fail("this test needs the model: use a fixture of MODEL_FIXTURES or mark it")
         subprocess.run([sys.executable, "-m", "convert"], cwd=ROOT, check=True)
     return MODEL_DIR
+
+
+@pytest.fixture(scope="session")
+def built_model() -> Path:
+    return ensure_model()
 
 
 def make_app(**env: str) -> Flask:
@@ -57,6 +74,7 @@ def make_app(**env: str) -> Flask:
 
 
 def start_app(app: Flask) -> Flask:
+    ensure_model()
     service = app.extensions["nsfwoid"]
     service.start(wait=True)
     assert service.ready, service.load_error
@@ -64,7 +82,7 @@ def start_app(app: Flask) -> Flask:
 
 
 @pytest.fixture(scope="session")
-def app() -> Iterator[Flask]:
+def app(built_model: Path) -> Iterator[Flask]:
     """The function in process, model loaded and warmed up (shared by the whole run)."""
     application = start_app(make_app())
     yield application
@@ -137,6 +155,7 @@ class ServerProcess:
 
 @contextmanager
 def running_server(tmp_path: Path, **env: str) -> Iterator[ServerProcess]:
+    ensure_model()
     server = ServerProcess(tmp_path / "server.log", **env)
     try:
         server.wait_ready()
@@ -146,7 +165,9 @@ def running_server(tmp_path: Path, **env: str) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(
+    built_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     """One real server process shared by the tests that only need to talk to it."""
     with running_server(tmp_path_factory.mktemp("server")) as process:
         yield process

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -149,6 +150,17 @@ class ImageHost:
             h.wfile.flush()
             h.close_connection = True
             h.connection.shutdown(socket.SHUT_RDWR)
+
+        return self.route(path, route)
+
+    def reset(self, path: str) -> str:
+        """Read the request, then abort the connection: a TCP reset, no answer at all."""
+
+        def route(h: BaseHTTPRequestHandler) -> None:
+            # Linger on with a zero timeout: close() sends RST instead of FIN.
+            h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            h.connection.close()
+            h.close_connection = True
 
         return self.route(path, route)
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from function.config import ConfigError, Settings
+from tests.conftest import ROOT, free_port
+from tests.ecs import entries, field
 
 
 def test_defaults() -> None:
@@ -30,6 +35,7 @@ def test_values_are_parsed() -> None:
             "NSFWOID_ALLOWED_HOSTS": "upload.wikimedia.org, *.example.org.",
             "NSFWOID_ALLOW_PRIVATE_NETWORKS": "yes",
             "NSFWOID_FETCH_DEADLINE": "2.5",
+            "NSFWOID_DRAIN_SECONDS": "0",
             "NSFWOID_LOG_LEVEL": "debug",
             "K_SERVICE": "nsfwoid",
             "K_REVISION": "nsfwoid-00002",
@@ -39,7 +45,8 @@ def test_values_are_parsed() -> None:
     assert settings.runtime == "tensorflow" and settings.model_dir == Path("/srv/model")
     assert settings.allowed_hosts == ("upload.wikimedia.org", "*.example.org")
     assert settings.allow_private_networks is True and settings.fetch_deadline == 2.5
-    assert settings.log_level == "DEBUG"
+    assert settings.log_level == "DEBUG" and settings.drain_seconds == 0
+    assert Settings.from_env({}).drain_seconds == 5
     assert settings.event_source == "/nsfwoid/nsfwoid-00002"
 
 
@@ -55,11 +62,34 @@ def test_values_are_parsed() -> None:
         ("NSFWOID_ALLOW_PRIVATE_NETWORKS", "maybe"),
         ("NSFWOID_ALLOWED_HOSTS", "*example.org"),
         ("NSFWOID_MAX_REDIRECTS", "-2"),
+        ("NSFWOID_DRAIN_SECONDS", "-1"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
-    with pytest.raises(ConfigError, match=name):
+    with pytest.raises(ConfigError, match=name) as raised:
         Settings.from_env({name: value})
+    assert raised.value.variable == name
+
+
+def test_a_bad_value_at_start_up_is_one_json_line_and_exit_2() -> None:
+    env = {**os.environ, "PORT": str(free_port()), "NSFWOID_MAX_IN_FLIGHT": "abc"}
+    done = subprocess.run(
+        [sys.executable, "-m", "function.serve"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    out, err = done.stdout.decode(), done.stderr.decode()
+    assert done.returncode == 2, (out, err)
+    assert "Traceback" not in out + err, (out, err)
+    lines = out.splitlines()
+    assert len(lines) == 1, lines
+    (entry,) = entries(out)
+    assert field(entry, "log.level") == "error"
+    assert "NSFWOID_MAX_IN_FLIGHT" in entry["message"] and "abc" in entry["message"]
+    assert field(entry, "nsfwoid.variable") == "NSFWOID_MAX_IN_FLIGHT"
 
 
 def test_settings_are_frozen() -> None:

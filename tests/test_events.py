@@ -27,6 +27,7 @@ from flask.testing import FlaskClient
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from tests.conftest import make_app, running_server, start_app
+from tests.ecs import entries, field
 from tests.imagehost import ImageHost
 from tests.photos import photo_bytes, photo_jpeg
 
@@ -373,7 +374,8 @@ def test_refused_url_scheme_is_422_without_a_connection(
 @pytest.mark.parametrize(
     ("route", "expected_status", "code"),
     [
-        ("missing", 502, "source_unavailable"),
+        # A 422 on plain HTTP; here the upload race: retryable.
+        ("missing", 503, "source_not_found"),
         ("server_error", 502, "source_unavailable"),
         ("hang", 504, "source_timeout"),
     ],
@@ -456,14 +458,14 @@ def test_oversized_reply_is_not_kept_for_duplicates(
 
 
 def test_upload_race_heals_by_redelivery(client: FlaskClient, image_host: ImageHost) -> None:
-    """The upload event outruns the file: 502 (retryable), not cached, then 200 once it exists."""
+    """The upload event outruns the file: 503 (retryable), not cached, then 200 once it exists."""
     path = f"/events/{new_id()}.jpg"
     url = image_host.url(path)
     incoming = event({"url": url, "title": "File:Race.jpg"})
     for attempt in (1, 2):
         status, headers, body = send(client, incoming)
-        assert status == 502 and status in RETRYABLE
-        assert error_of(status, headers, body) == "source_unavailable"
+        assert status == 503 and status in RETRYABLE and int(headers["Retry-After"]) > 0
+        assert error_of(status, headers, body) == "source_not_found"
         assert image_host.hits_for(path) == attempt  # a failure is not cached: it refetches
     image_host.file(path, photo_jpeg("rocket", (200, 300)))
     status, headers, body = send(client, incoming)
@@ -545,7 +547,7 @@ def test_metrics_count_events_with_id_exemplar(knative_app: Flask, image_host: I
     missing = event({"url": image_host.url(f"/events/{new_id()}.jpg")}, source=source)
     assert send(client, ok)[0] == 200
     assert send(client, ok)[0] == 200  # a duplicate: counted as such, not as a second event
-    assert send(client, missing)[0] == 502
+    assert send(client, missing)[0] == 503
 
     response = client.get("/metrics", headers={"Accept": "application/openmetrics-text"})
     assert response.status_code == 200
@@ -557,8 +559,8 @@ def test_metrics_count_events_with_id_exemplar(knative_app: Flask, image_host: I
         for sample in family.samples
         if sample.name == "nsfwoid_events_total" and sample.labels.get("source") == source
     }
-    assert set(samples) == {"ok", "source_unavailable"}
-    for outcome, ce in (("ok", ok), ("source_unavailable", missing)):
+    assert set(samples) == {"ok", "source_not_found"}
+    for outcome, ce in (("ok", ok), ("source_not_found", missing)):
         sample = samples[outcome]
         assert sample.labels == {"type": UPLOADED, "source": source, "outcome": outcome}
         assert sample.value == 1
@@ -614,8 +616,8 @@ def test_real_server_binary_event_and_json_logs(tmp_path: Path, image_host: Imag
             reply = parse_reply(dict(response.headers), response.content)
         headers, body = to_binary(missing)
         with requests.post(server.url + "/", headers=headers, data=body, timeout=30) as failed:
-            assert failed.status_code == 502 and failed.headers["Retry-After"]
-            assert failed.json()["error"]["code"] == "source_unavailable"
+            assert failed.status_code == 503 and failed.headers["Retry-After"]
+            assert failed.json()["error"]["code"] == "source_not_found"
         plain = requests.post(server.url + "/", json={"url": url}, timeout=30)
         with plain:
             assert plain.status_code == 200
@@ -627,26 +629,22 @@ def test_real_server_binary_event_and_json_logs(tmp_path: Path, image_host: Imag
     assert data_of(reply)["score"] == plain_score_value
     assert data_of(reply)["echo"] == {"revid": 7}
 
-    lines = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
+    lines = entries(server.logs())
     by_id = {
-        ce["id"]: [entry for entry in lines if entry.get("event_id") == ce["id"]]
+        ce["id"]: [e for e in lines if field(e, "nsfwoid.cloudevent.id") == ce["id"]]
         for ce in (ok, missing)
     }
-    scored = [entry for entry in by_id[ok["id"]] if entry["message"] == "scored"]
-    assert len(scored) == 1
-    assert (
-        scored[0]
-        | {
-            "event_source": "/wiki/commons",
-            "event_type": UPLOADED,
-            "input": "event",
-            "status": 200,
-        }
-        == scored[0]
-    )
-    assert scored[0]["score"] == plain_score_value
-    failed_lines = [entry for entry in by_id[missing["id"]] if entry["message"] == "request failed"]
-    assert len(failed_lines) == 1
-    assert failed_lines[0]["status"] == 502 and failed_lines[0]["outcome"] == "source_unavailable"
-    assert failed_lines[0]["event_source"] == "/wiki/commons"
-    assert failed_lines[0]["event_type"] == UPLOADED
+    (scored,) = by_id[ok["id"]]  # one line for the request, none from gunicorn's access log
+    assert scored["message"] == "scored"
+    assert field(scored, "nsfwoid.cloudevent.source") == "/wiki/commons"
+    assert field(scored, "nsfwoid.cloudevent.type") == UPLOADED
+    assert field(scored, "nsfwoid.input") == "event"
+    assert field(scored, "http.response.status_code") == 200
+    assert field(scored, "nsfwoid.score") == plain_score_value
+    (failed_line,) = by_id[missing["id"]]
+    assert failed_line["message"].startswith("request failed")
+    assert field(failed_line, "http.response.status_code") == 503
+    assert field(failed_line, "error.code") == "source_not_found"
+    assert field(failed_line, "event.outcome") == "failure"
+    assert field(failed_line, "nsfwoid.cloudevent.source") == "/wiki/commons"
+    assert field(failed_line, "nsfwoid.cloudevent.type") == UPLOADED

@@ -249,18 +249,21 @@ def test_redirect_without_location_is_an_unavailable_source(
 
 
 # --- statuses of the image host ------------------------------------------------------
-@pytest.mark.parametrize("status", [404, 410, 403])
-def test_missing_source_is_a_retryable_502(
-    api: FlaskClient, image_host: ImageHost, status: int
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(404, "source_not_found"), (410, "source_not_found"), (403, "source_forbidden")],
+)
+def test_missing_source_is_a_422_without_retry_after(
+    api: FlaskClient, image_host: ImageHost, status: int, code: str
 ) -> None:
     url = image_host.file(
         f"/fetch/status/{status}", b"no", status=status, content_type="text/plain"
     )
     response = score_url(api, url)
-    assert response.status_code == 502
-    assert error_code(response) == "source_unavailable"
+    assert response.status_code == 422  # the caller's URL is wrong: no proxy should retry it
+    assert error_code(response) == code
     assert str(status) in response.get_json()["error"]["message"]
-    assert response.headers["Retry-After"] == "5"
+    assert "Retry-After" not in response.headers
 
 
 @pytest.mark.parametrize(
@@ -497,6 +500,36 @@ def test_request_headers_ask_for_identity_and_name_us(
         assert "Authorization" not in headers and "Cookie" not in headers
     assert seen[0]["User-Agent"] == DEFAULT_USER_AGENT
     assert seen[1]["User-Agent"] == "nsfwoid-test/9 (+https://example.org/bot)"
+
+
+def test_cookies_set_by_an_image_host_are_never_sent_back(
+    fetcher: Fetcher, image_host: ImageHost
+) -> None:
+    seen: list[dict[str, str]] = []
+
+    def record(handler: BaseHTTPRequestHandler) -> None:
+        seen.append(dict(handler.headers.items()))
+        send(handler, BODY, headers={"Set-Cookie": "session=caller-a; Path=/"})
+
+    first = image_host.route("/fetch/cookie-set", record)
+    second = image_host.route("/fetch/cookie-later", record)
+    # Set on a redirect hop too: the next hop of the same fetch must not carry it either.
+    hop = image_host.route(
+        "/fetch/cookie-hop",
+        lambda h: send(
+            h,
+            b"",
+            status=302,
+            content_type="text/plain",
+            headers={"Location": "/fetch/cookie-later", "Set-Cookie": "hop=1; Path=/"},
+        ),
+    )
+    assert fetcher.fetch(first).data == BODY
+    assert fetcher.fetch(second).data == BODY
+    assert fetcher.fetch(hop).data == BODY
+    assert len(seen) == 3
+    assert all("Cookie" not in headers for headers in seen), seen
+    assert len(fetcher._session.cookies) == 0
 
 
 def test_the_fetcher_keeps_working_after_every_failure(

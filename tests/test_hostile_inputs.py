@@ -770,8 +770,8 @@ def url_cases() -> list[Case]:
         misbehaving(
             "source-404",
             lambda h: h.file("/hostile/404", b"", status=404, content_type="text/plain"),
-            502,
-            "source_unavailable",
+            422,
+            "source_not_found",
         ),
         misbehaving(
             "source-429",

@@ -7,7 +7,6 @@ process (``server``) with real clients: requests and curl.
 from __future__ import annotations
 
 import io
-import json
 import shutil
 import subprocess
 import threading
@@ -20,9 +19,11 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
 from function.pipeline import Source
 from tests.conftest import make_app, start_app
+from tests.ecs import entries, field
 from tests.imagehost import ImageHost
 from tests.photos import photo_bytes, photo_jpeg
 
@@ -111,7 +112,7 @@ def test_batch_keeps_order_and_reports_errors_per_item(
     results = body["results"]
     assert [r["url"] for r in results] == [a, missing, b, "ftp://x/y.jpg"]
     assert results[0]["score"] == result_of(client.post("/", json={"url": a}))["score"]
-    assert results[1]["error"]["code"] == "source_unavailable" and results[1]["status"] == 502
+    assert results[1]["error"]["code"] == "source_not_found" and results[1]["status"] == 422
     assert results[2]["score"] == result_of(client.post("/", json={"url": b}))["score"]
     assert results[3]["error"]["code"] == "source_not_allowed" and results[3]["status"] == 422
 
@@ -222,16 +223,22 @@ def test_caller_mistakes_are_clear_4xx(
 
 def test_plain_text_path_answers_errors_as_text(client: FlaskClient, image_host: ImageHost) -> None:
     response = client.post("/", data={"url": image_host.url("/nowhere.jpg")})
-    assert response.status_code == 502 and response.mimetype == "text/plain"
-    assert response.get_data(as_text=True).startswith("error: source_unavailable:")
-    assert response.headers["Retry-After"]
+    assert response.status_code == 422 and response.mimetype == "text/plain"
+    assert response.get_data(as_text=True).startswith("error: source_not_found:")
+    assert "Retry-After" not in response.headers
 
 
 def test_source_failures_map_to_retryable_statuses(
     client: FlaskClient, image_host: ImageHost
 ) -> None:
+    # A file the host does not have is the caller's mistake here, not a retryable fault.
     gone = client.post("/", json={"url": image_host.url("/never-uploaded.jpg")})
-    assert gone.status_code == 502 and gone.get_json()["error"]["code"] == "source_unavailable"
+    assert gone.status_code == 422 and gone.get_json()["error"]["code"] == "source_not_found"
+    assert "Retry-After" not in gone.headers
+    failing = image_host.file("/failing-http.jpg", b"oops", "text/plain", status=500)
+    broken = client.post("/", json={"url": failing})
+    assert broken.status_code == 502 and broken.headers["Retry-After"]
+    assert broken.get_json()["error"]["code"] == "source_unavailable"
     slow = image_host.hang("/hang-http.jpg", 6)
     started = time.monotonic()
     timed_out = client.post("/", json={"url": slow})
@@ -327,6 +334,24 @@ def test_metrics_present_and_moving(client: FlaskClient) -> None:
     assert _metric(after, predict) == _metric(before, predict) + 1
     assert _metric(after, "nsfwoid_score_count") == _metric(before, "nsfwoid_score_count") + 1
     assert _metric(after, "nsfwoid_model_load_seconds") > 0
+
+
+def test_process_metrics_are_exported(client: FlaskClient) -> None:
+    families = {
+        family.name: family
+        for family in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))
+    }
+
+    def value(name: str) -> float:
+        assert name in families, sorted(families)
+        return sum(sample.value for sample in families[name].samples)
+
+    assert value("process_resident_memory_bytes") > 0
+    assert value("process_open_fds") > 0
+    assert value("process_cpu_seconds") > 0  # this process has loaded and run the model
+    assert value("process_start_time_seconds") > 0
+    assert families["python_gc_collections"].samples  # one per generation
+    assert families["python_info"].samples[0].labels["major"] == "3"
 
 
 def test_lone_requests_run_alone_and_concurrent_ones_do_not(
@@ -442,20 +467,11 @@ def test_real_server_with_real_clients(server: object, image_host: ImageHost) ->
             check=True,
         )
         assert float(out.stdout) == score
-    # Every log line the server wrote is one JSON object; the scoring line has our fields.
-    lines = [
-        json.loads(line)
-        for line in server.logs().splitlines()  # type: ignore[attr-defined]
-        if line.startswith("{")
-    ]
-    scored = [entry for entry in lines if entry.get("message") == "scored"]
-    assert scored and {"request_id", "input", "outcome", "duration_ms", "severity"} <= set(
-        scored[-1]
-    )
-    assert any(entry.get("type") == "access" and entry.get("status") == 200 for entry in lines)
-    stray = [
-        line
-        for line in server.logs().splitlines()  # type: ignore[attr-defined]
-        if line.strip() and not line.startswith("{") and "XNNPACK" not in line
-    ]
-    assert not stray, stray
+    # Every log line the server wrote is ECS JSON, and a scoring request has one line only,
+    # carrying our fields (gunicorn's access log does not repeat it).
+    lines = entries(server.logs())  # type: ignore[attr-defined]
+    request_id = by_form.headers["X-Request-Id"]
+    (scored,) = [entry for entry in lines if field(entry, "http.request.id") == request_id]
+    assert scored["message"] == "scored" and field(scored, "nsfwoid.score") == score
+    assert field(scored, "nsfwoid.input") == "form" and field(scored, "event.outcome") == "success"
+    assert field(scored, "http.response.status_code") == 200 and field(scored, "event.duration")

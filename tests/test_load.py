@@ -192,7 +192,8 @@ def test_sigterm_drains_in_flight_requests_then_exits_0(tmp_path: Path, host: Im
     body = photo_jpeg("coffee", (200, 150))
     # ~2 s to send: the request is in flight when SIGTERM arrives, within the fetch deadline.
     url = host.drip("/slow.jpg", body, chunk=max(1, len(body) // 20), interval=0.1)
-    server = ServerProcess(tmp_path / "server.log")
+    # A short drain delay: this test is about the request in flight (see the next one).
+    server = ServerProcess(tmp_path / "server.log", NSFWOID_DRAIN_SECONDS="0.5")
     try:
         server.wait_ready()
         result: dict[str, object] = {}
@@ -242,6 +243,43 @@ def test_sigterm_drains_in_flight_requests_then_exits_0(tmp_path: Path, host: Im
     assert code == 0, server.logs()[-3000:]
     assert exited_after < 30  # well inside the graceful timeout (request deadline + 5 s)
     assert '"draining: readiness now 503"' in server.logs()
+
+
+def test_sigterm_keeps_serving_during_the_drain_delay_then_exits_0(tmp_path: Path) -> None:
+    """Readiness is 503 while new connections are still accepted and scored, so that a
+    request routed before the endpoints update is served, not refused."""
+    server = ServerProcess(tmp_path / "server.log", NSFWOID_DRAIN_SECONDS="5")
+    try:
+        server.wait_ready()
+        server.process.send_signal(signal.SIGTERM)
+        # The worker hears the signal a moment after the master: poll until it has. No
+        # session: every call opens a new connection, so each proves the port still accepts.
+        readiness: list[object] = []
+        for _ in range(50):
+            try:
+                status: object = requests.get(server.url + "/readyz", timeout=2).status_code
+            except requests.RequestException as exc:
+                status = type(exc).__name__
+            readiness.append(status)
+            if status != 200:
+                break
+            time.sleep(0.05)
+        assert readiness[-1] == 503, (readiness, server.logs()[-3000:])
+        scored = requests.post(
+            server.url, data=TINY, headers={"Content-Type": "image/jpeg"}, timeout=10
+        )
+        assert scored.status_code == 200, (scored.text, server.logs()[-3000:])
+        assert 0 <= scored.json()["score"] <= 1
+        assert requests.get(server.url + "/readyz", timeout=2).status_code == 503
+        code = server.process.wait(timeout=60)
+    finally:
+        server.terminate()
+    assert code == 0, server.logs()[-3000:]
+    logs = server.logs()
+    assert '"draining: readiness now 503"' in logs
+    assert logs.index('"draining: readiness now 503"') < logs.index(
+        '"drain delay over: no longer accepting requests"'
+    )
 
 
 def test_request_deadline_is_a_counted_504(tmp_path: Path, host: ImageHost) -> None:

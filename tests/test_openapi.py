@@ -301,7 +301,7 @@ def test_batch_with_a_good_and_a_bad_url(
     results = response.get_json()["results"]
     assert [item["url"] for item in results] == [good, bad, "ftp://x/y.jpg"]
     assert "score" in results[0]
-    assert (results[1]["status"], results[1]["error"]["code"]) == (502, "source_unavailable")
+    assert (results[1]["status"], results[1]["error"]["code"]) == (422, "source_not_found")
     assert (results[2]["status"], results[2]["error"]["code"]) == (422, "source_not_allowed")
 
 
@@ -458,10 +458,19 @@ def test_image_host_failures_are_retryable(
     openapi: OpenAPI, client: FlaskClient, image_host: ImageHost
 ) -> None:
     missing = image_host.url("/contract/missing.jpg")
-    gone = call(openapi, client, status=502, json={"url": missing})
-    assert error_code(gone) == "source_unavailable" and gone.headers["Retry-After"] == "5"
-    as_text = call(openapi, client, status=502, data={"url": missing})
-    assert as_text.mimetype == "text/plain" and error_code(as_text) == "source_unavailable"
+    gone = call(openapi, client, status=422, json={"url": missing})
+    assert error_code(gone) == "source_not_found" and "Retry-After" not in gone.headers
+    as_text = call(openapi, client, status=422, data={"url": missing})
+    assert as_text.mimetype == "text/plain" and error_code(as_text) == "source_not_found"
+    secret = image_host.file("/contract/secret.jpg", b"no", status=403, content_type="text/plain")
+    forbidden = call(openapi, client, status=422, json={"url": secret})
+    assert error_code(forbidden) == "source_forbidden"
+
+    failing = image_host.file("/contract/failing.jpg", b"oops", "text/plain", status=500)
+    failed = call(openapi, client, status=502, json={"url": failing})
+    assert error_code(failed) == "source_unavailable" and failed.headers["Retry-After"] == "5"
+    failed_text = call(openapi, client, status=502, data={"url": failing})
+    assert failed_text.mimetype == "text/plain" and error_code(failed_text) == "source_unavailable"
 
     busy = image_host.file(
         "/contract/busy.jpg",

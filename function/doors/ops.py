@@ -56,6 +56,8 @@ class OpsDoor:
 
     @staticmethod
     def healthz(call: Call) -> Response:
+        if not call.service.alive:
+            return json_response({"status": "dead", "reason": "inference thread stopped"}, 503)
         return json_response({"status": "ok"})
 
     @staticmethod
@@ -65,7 +67,9 @@ class OpsDoor:
             info = service.model.info
             return json_response({"status": "ready", "model": info and info.as_dict()})
         reason = (
-            "draining"
+            "inference thread stopped"
+            if not service.alive
+            else "draining"
             if service.draining
             else "model failed to load"
             if service.load_error

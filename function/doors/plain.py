@@ -8,9 +8,11 @@ holds more work than admission let in: one batch pointed at slow hosts cannot st
 from __future__ import annotations
 
 import contextvars
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Request, Response
 
@@ -18,8 +20,11 @@ from function import inputs
 from function.config import Settings
 from function.doors import Call, Job
 from function.errors import ScoringError
+from function.logs import log
 from function.pipeline import Source
 from function.respond import Style, error_payload, json_response, score_text, text_response
+
+logger = logging.getLogger("nsfwoid")
 
 
 class PlainDoor:
@@ -61,6 +66,14 @@ class PlainDoor:
                 result = pipeline.score(source, mode=parsed.mode, deadline=call.deadline)
                 return result | {"url": source.url}
             except ScoringError as error:
+                log(
+                    logger,
+                    logging.INFO,
+                    "batch item failed",
+                    source_host=urlsplit(source.url or "").hostname,
+                    outcome=error.code,
+                    status=error.status,
+                )
                 return error_payload(error, None) | {"url": source.url, "status": error.status}
 
         # Each item runs in a copy of this request's context, so its log lines carry the
