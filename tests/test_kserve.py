@@ -110,6 +110,9 @@ def test_v1_shapes(client: FlaskClient) -> None:
     [prediction] = reply.get_json()["predictions"]
     assert set(prediction) == {"prob_nsfw", "prob_sfw"}
     assert abs(prediction["prob_nsfw"] + prediction["prob_sfw"] - 1) < 1e-6
+    # Counted under its own input kind, as every door's requests are.
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'nsfwoid_requests_total{input="kserve_v1",outcome="ok"}' in metrics
 
 
 def test_v2_shapes_follow_kserves_document(client: FlaskClient, v2_schemas: dict) -> None:
