@@ -1,4 +1,4 @@
-"""The README and docs/ as a reader meets them: short, every relative link resolving, no tracker talk.
+"""The README and docs/ as a reader meets them: short, links resolving, no tracker talk.
 
 Model-free and fast, except the last test, which scores the README's upload example for real.
 """
