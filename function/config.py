@@ -146,7 +146,7 @@ def _exact_hosts(raw: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Settings:
-    """Every knob of the service. Field docs double as the README's configuration table."""
+    """Every knob of the service, each documented where it is defined."""
 
     port: int = 8080
     preprocessing: str = "standard"

@@ -237,7 +237,7 @@ def log_request(
 
     ``error`` is what failed it: a ``ScoringError`` is described by its cause; anything else
     is a bug, and its stack trace goes with the line. The line is written when the response
-    is closed, which a WSGI server does once the answer has gone out: formatting it (~0.1 ms)
+    is closed, which a WSGI server does once the answer has gone out: formatting it
     stays off the caller's latency. Marks ``environ`` so that gunicorn's access log does not
     write a second line for the request.
     """
