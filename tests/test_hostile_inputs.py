@@ -540,6 +540,19 @@ def image_cases() -> list[Case]:
     return cases
 
 
+def nested() -> bytes:
+    return b"[" * 200_000 + b"]" * 200_000
+
+
+BINARY_EVENT = {
+    "ce-specversion": "1.0",
+    "ce-id": "nested-1",
+    "ce-source": "/hostile",
+    "ce-type": "org.example.upload",
+    "Content-Type": "application/json",
+}
+
+
 def other_cases() -> list[Case]:
     jpeg = lambda: encoded("JPEG")  # noqa: E731
     cases = [
@@ -578,6 +591,38 @@ def other_cases() -> list[Case]:
             "undecodable_image",
         ),
         Case("zero-bytes", "guarded", raw(lambda: b""), 400, "invalid_request"),
+        # JSON nested deeper than the parser's stack, on every door that reads JSON.
+        Case(
+            "json-nested-400kb", "guarded", raw(nested, "application/json"), 400, "invalid_request"
+        ),
+        Case(
+            "changeprop-nested-400kb",
+            "guarded",
+            raw(lambda: b'{"event": ' + nested() + b"}", "application/json"),
+            400,
+            "invalid_request",
+        ),
+        Case(
+            "structured-event-nested-400kb",
+            "guarded",
+            raw(nested, "application/cloudevents+json"),
+            400,
+            "invalid_request",
+        ),
+        Case(
+            "binary-event-nested-data",
+            "guarded",
+            lambda host: {"data": nested(), "headers": BINARY_EVENT},
+            400,
+            "invalid_request",
+        ),
+        Case(
+            "batch-over-the-cap",
+            "guarded",
+            lambda host: {"json": {"urls": [f"https://{PUBLIC}/{i}.jpg" for i in range(17)]}},
+            400,
+            "invalid_request",
+        ),
         Case(
             "jpeg-as-text-plain", "guarded", raw(jpeg, "text/plain"), 415, "unsupported_media_type"
         ),
