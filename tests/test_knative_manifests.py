@@ -589,3 +589,19 @@ def test_a_broken_trigger_is_rejected(mutation, crd_schemas):
     mutation(broken)
     problems = schema_problems(broken, crd_schemas) + trigger_rule_problems(broken)
     assert problems, "the broken copy passed every check"
+
+
+def test_every_deployment_gives_the_same_memory_limit() -> None:
+    """The limit is derived from a measured peak (docs/performance.md, "Memory") and the decode
+    budget follows it: every way of deploying the image must give the pod the same one."""
+    expected = service_doc()["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    isvc = yaml.safe_load((KNATIVE / "inferenceservice.yaml").read_text())
+    helm = yaml.safe_load((REPO / ".pipeline" / "values.yaml").read_text())
+    openfaas = yaml.safe_load((KNATIVE / "stack.yml").read_text())
+    limits = {
+        "inferenceservice.yaml": isvc["spec"]["predictor"]["containers"][0]["resources"]["limits"],
+        ".pipeline/values.yaml": helm["app"]["limits"],
+        "stack.yml": next(iter(openfaas["functions"].values()))["limits"],
+    }
+    for name, limit in limits.items():
+        assert limit["memory"] == expected["memory"], name
