@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 from function.config_values import (
     base_url,
     boolean,
+    byte_count,
     choice,
     exact_hosts,
-    existing_file,
     hosts,
     non_negative_float,
     non_negative_int,
@@ -213,6 +213,19 @@ class Settings:
         doc="""pixel cap, checked from the header before decoding and summed over decoded frames
         → 422 `image_too_large`""",
     )
+    decode_memory_bytes: int | None = setting(
+        None,
+        env="NSFWOID_DECODE_MEMORY_BYTES",
+        parse=byte_count,
+        group=INPUTS,
+        shown_default="*(the memory limit less 512 MiB)*",
+        doc="""bytes that decodes in flight may hold together, digits or e.g. `600Mi`: a decode
+        reserves its image's full-size decoded bytes (4 per pixel) before decoding and waits,
+        up to the request deadline (then 503), while others hold the rest; an image that alone
+        needs more is refused → 422 `image_too_large`. The default depends on the machine: the
+        container's memory limit (cgroup v2 `memory.max`, else the machine's memory) less
+        512 MiB for the runtime, model and request bodies (`function/budget.py`)""",
+    )
     max_batch_urls: int = setting(
         16,
         env="NSFWOID_MAX_BATCH_URLS",
@@ -300,10 +313,12 @@ class Settings:
     ca_bundle: Path | None = setting(
         None,
         env="NSFWOID_CA_BUNDLE",
-        parse=existing_file,
+        parse=Path,
         group=FETCHING,
         shown_default="*(certifi's)*",
-        doc="""PEM file that fetches verify TLS against (an internal CA), checked at start-up;
+        doc="""PEM file that fetches verify TLS against (an internal CA); the path as written
+        (a manifest names the production host's), and the service refuses to start when the
+        file is missing;
         `REQUESTS_CA_BUNDLE` is deliberately not read: fetches ignore the environment, so that
         no proxy variable bypasses the address guard""",
     )

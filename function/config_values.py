@@ -5,7 +5,6 @@ raises ``ValueError`` saying what was expected (``Settings.from_env`` adds the v
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from function.wikimedia.filerepo import STANDARD_WIDTHS
 
@@ -24,6 +23,15 @@ def positive_int(raw: str) -> int:
     if value <= 0:
         raise ValueError(f"must be > 0, got {value}")
     return value
+
+
+def byte_count(raw: str) -> int:
+    """A byte count: plain digits, or with a Ki/Mi/Gi suffix as Kubernetes writes them."""
+    text = raw.strip()
+    for suffix, scale in (("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30)):
+        if text.endswith(suffix):
+            return positive_int(text[: -len(suffix)]) * scale
+    return positive_int(text)
 
 
 def non_negative_int(raw: str) -> int:
@@ -103,11 +111,3 @@ def standard_thumb_width(raw: str) -> int:
         widths = ", ".join(map(str, STANDARD_WIDTHS))
         raise ValueError(f"must be one of Wikimedia's standard widths ({widths}), got {value}")
     return value
-
-
-def existing_file(raw: str) -> Path:
-    # Checked at start-up, so a missing CA bundle is not a 502 on every HTTPS fetch.
-    path = Path(raw)
-    if not path.is_file():
-        raise ValueError(f"{raw} is not a file")
-    return path
