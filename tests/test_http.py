@@ -239,11 +239,11 @@ def test_source_failures_map_to_retryable_statuses(
     broken = client.post("/", json={"url": failing})
     assert broken.status_code == 502 and broken.headers["Retry-After"]
     assert broken.get_json()["error"]["code"] == "source_unavailable"
-    slow = image_host.hang("/hang-http.jpg", 6)
-    started = time.monotonic()
+    slow = image_host.hang("/hang-http.jpg", 30)
     timed_out = client.post("/", json={"url": slow})
     assert timed_out.status_code == 504 and timed_out.headers["Retry-After"]
-    assert time.monotonic() - started < 6  # NSFWOID_FETCH_DEADLINE=4 in the tests
+    # Cut by the fetch deadline: the host was still holding the request when we answered.
+    assert not image_host.finished("/hang-http.jpg").is_set()
 
 
 def test_body_cap_is_413() -> None:
