@@ -11,6 +11,7 @@ from function import errors
 from function.errors import ScoringError
 from function.respond import (
     EVENT_RETRY_AFTER,
+    Style,
     error_message,
     error_response,
     json_response,
@@ -19,10 +20,8 @@ from function.respond import (
     text_response,
 )
 
-ALL_ERRORS = [
-    cls
-    for cls in vars(errors).values()
-    if isinstance(cls, type) and issubclass(cls, ScoringError)
+ALL_ERRORS: list[type[ScoringError]] = [
+    cls for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, ScoringError)
 ]
 
 
@@ -32,7 +31,9 @@ def test_every_error_class_is_covered() -> None:
 
 
 @pytest.mark.parametrize("cls", ALL_ERRORS, ids=lambda cls: cls.__name__)
-def test_json_style_carries_status_code_retry_after_and_request_id(cls: type) -> None:
+def test_json_style_carries_status_code_retry_after_and_request_id(
+    cls: type[ScoringError],
+) -> None:
     error = cls("the detail")
     response = error_response(error, "req-1")
     assert response.status_code == cls.status
@@ -60,8 +61,8 @@ def test_caller_mistakes_are_4xx_and_retryable_faults_say_when() -> None:
         errors.PayloadTooLarge,
     ):
         assert 400 <= status_of(cls("x"))[0] < 500, cls
-    for cls in (errors.SourceUnavailable, errors.SourceTimeout, errors.Overloaded):
-        status, retry_after = status_of(cls("x"))
+    for retryable in (errors.SourceUnavailable, errors.SourceTimeout, errors.Overloaded):
+        status, retry_after = status_of(retryable("x"))
         assert status in (502, 503, 504) and retry_after is not None and retry_after >= 1
 
 
@@ -69,8 +70,9 @@ def test_500_messages_are_hidden_in_every_style() -> None:
     secret = "Traceback: /srv/secret/path line 12"
     error = errors.InternalError(secret)
     assert error_message(error) == "internal error"
-    for style in ("json", "text", "event", "kserve"):
-        response = error_response(error, "r", style)  # type: ignore[arg-type]
+    styles: tuple[Style, ...] = ("json", "text", "event", "kserve")
+    for style in styles:
+        response = error_response(error, "r", style)
         assert response.status_code == 500
         assert secret not in response.get_data(as_text=True)
     # A 5xx that is the source's fault keeps its message: it tells the caller what to fix.
