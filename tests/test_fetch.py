@@ -29,7 +29,7 @@ from function.errors import (
 )
 from function.fetch import Fetcher
 from function.urls import check_url, host_allowed
-from tests.conftest import make_app, start_app
+from tests.fakes import fake_app
 from tests.imagehost import ImageHost, send
 from tests.photos import photo_jpeg
 
@@ -59,16 +59,15 @@ def fetcher() -> Iterator[Fetcher]:
 
 @pytest.fixture(scope="module")
 def fetch_app() -> Iterator[Flask]:
-    app = start_app(
-        make_app(
-            NSFWOID_FETCH_DEADLINE=str(DEADLINE),
-            NSFWOID_FETCH_READ_TIMEOUT="0.8",
-            NSFWOID_FETCH_CONNECT_TIMEOUT="1",
-            NSFWOID_MAX_FETCH_BYTES=str(CAP),
-        )
-    )
-    yield app
-    app.extensions["nsfwoid"].stop()
+    """The function's app with this module's fetch settings, over the stand-in model: these
+    tests are about the status, code and Retry-After of each fetch failure, not the score."""
+    with fake_app(
+        fetch_deadline=DEADLINE,
+        fetch_read_timeout=0.8,
+        fetch_connect_timeout=1.0,
+        max_fetch_bytes=CAP,
+    ) as (app, _service):
+        yield app
 
 
 @pytest.fixture()

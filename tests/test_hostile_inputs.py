@@ -865,6 +865,7 @@ def permissive(image_host: ImageHost) -> Iterator[Flask]:
     app.extensions["nsfwoid"].stop()
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_hostile_input(
     case: Case, request: pytest.FixtureRequest, image_host: ImageHost, network: ScriptedNetwork

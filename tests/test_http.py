@@ -246,6 +246,7 @@ def test_source_failures_map_to_retryable_statuses(
     assert not image_host.finished("/hang-http.jpg").is_set()
 
 
+@pytest.mark.model
 def test_body_cap_is_413() -> None:
     app = start_app(make_app(NSFWOID_MAX_BODY_BYTES="1000"))
     try:
@@ -256,6 +257,7 @@ def test_body_cap_is_413() -> None:
         app.extensions["nsfwoid"].stop()
 
 
+@pytest.mark.model
 def test_pixel_cap_is_422() -> None:
     app = start_app(make_app(NSFWOID_MAX_PIXELS="10000"))
     try:
@@ -276,6 +278,7 @@ def test_operations_endpoints(client: FlaskClient) -> None:
     assert client.get("/openapi.yaml").status_code == 200
 
 
+@pytest.mark.model
 def test_readiness_waits_for_warm_up_and_drains() -> None:
     app = make_app()
     client = app.test_client()
@@ -424,6 +427,7 @@ def test_http_path_equals_library_path_bit_for_bit(client: FlaskClient, app: obj
             assert http == library  # exact equality, not approx
 
 
+@pytest.mark.model
 def test_runtimes_agree() -> None:
     """onnxruntime (default), LiteRT and the canonical SavedModel on TensorFlow: same scores."""
     apps = {

@@ -546,6 +546,7 @@ def tiny_png() -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.model
 def test_request_deadline(openapi: OpenAPI, image_host: ImageHost) -> None:
     """The image arrives in about 1.5 s, the request deadline is 0.5 s: decoding never starts."""
     app = start_app(make_app(NSFWOID_REQUEST_DEADLINE="0.5"))
