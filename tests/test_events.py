@@ -575,6 +575,7 @@ def test_metrics_count_events_with_id_exemplar(knative_app: Flask, image_host: I
     assert [s.value for s in duplicates] == [1]
 
 
+@pytest.mark.model
 def test_metric_labels_stay_bounded_whatever_the_senders() -> None:
     """Every event naming a new source (or type) must not add a time series for ever."""
     app = start_app(make_app())
@@ -602,6 +603,7 @@ def test_metric_labels_stay_bounded_whatever_the_senders() -> None:
         app.extensions["nsfwoid"].stop()
 
 
+@pytest.mark.model
 def test_real_server_binary_event_and_json_logs(tmp_path: Path, image_host: ImageHost) -> None:
     # A non-ASCII file name: the reply's ce-subject header must survive gunicorn's latin-1.
     name = f"Grace_Hopper_ł_{new_id()}.jpg"

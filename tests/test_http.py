@@ -239,13 +239,14 @@ def test_source_failures_map_to_retryable_statuses(
     broken = client.post("/", json={"url": failing})
     assert broken.status_code == 502 and broken.headers["Retry-After"]
     assert broken.get_json()["error"]["code"] == "source_unavailable"
-    slow = image_host.hang("/hang-http.jpg", 6)
-    started = time.monotonic()
+    slow = image_host.hang("/hang-http.jpg", 30)
     timed_out = client.post("/", json={"url": slow})
     assert timed_out.status_code == 504 and timed_out.headers["Retry-After"]
-    assert time.monotonic() - started < 6  # NSFWOID_FETCH_DEADLINE=4 in the tests
+    # Cut by the fetch deadline: the host was still holding the request when we answered.
+    assert not image_host.finished("/hang-http.jpg").is_set()
 
 
+@pytest.mark.model
 def test_body_cap_is_413() -> None:
     app = start_app(make_app(NSFWOID_MAX_BODY_BYTES="1000"))
     try:
@@ -256,6 +257,7 @@ def test_body_cap_is_413() -> None:
         app.extensions["nsfwoid"].stop()
 
 
+@pytest.mark.model
 def test_pixel_cap_is_422() -> None:
     app = start_app(make_app(NSFWOID_MAX_PIXELS="10000"))
     try:
@@ -276,6 +278,7 @@ def test_operations_endpoints(client: FlaskClient) -> None:
     assert client.get("/openapi.yaml").status_code == 200
 
 
+@pytest.mark.model
 def test_readiness_waits_for_warm_up_and_drains() -> None:
     app = make_app()
     client = app.test_client()
@@ -424,6 +427,7 @@ def test_http_path_equals_library_path_bit_for_bit(client: FlaskClient, app: obj
             assert http == library  # exact equality, not approx
 
 
+@pytest.mark.model
 def test_runtimes_agree() -> None:
     """onnxruntime (default), LiteRT and the canonical SavedModel on TensorFlow: same scores."""
     apps = {

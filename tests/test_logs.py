@@ -20,6 +20,7 @@ from tests.photos import photo_jpeg
 SECRET = "sig-5f1c0a"  # a token in a query string: must never reach the log
 
 
+@pytest.mark.model
 def test_every_line_of_a_live_server_is_ecs_and_each_request_has_one(
     tmp_path: Path, image_host: ImageHost
 ) -> None:
@@ -107,6 +108,7 @@ def test_every_line_of_a_live_server_is_ecs_and_each_request_has_one(
     assert any(message.startswith("Shutting down") for message in gunicorn), gunicorn
 
 
+@pytest.mark.model
 def test_probes_are_logged_at_debug(tmp_path: Path) -> None:
     with running_server(tmp_path, NSFWOID_LOG_LEVEL="debug") as server:
         requests.get(server.url + "/healthz", headers={"X-Request-Id": "probe-1"}, timeout=30)

@@ -14,6 +14,7 @@ from tests.conftest import MODEL_DIR
 from tests.photos import photo_bytes
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("runtime", ["onnxruntime", "litert"])
 @pytest.mark.parametrize("spin", [True, False])
 def test_a_score_does_not_depend_on_its_batch(runtime: str, spin: bool) -> None:
@@ -35,6 +36,7 @@ def test_a_score_does_not_depend_on_its_batch(runtime: str, spin: bool) -> None:
     assert len({round(float(score), 3) for score in alone}) > 1  # real, differing scores
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("runtime", ["onnxruntime", "litert"])
 def test_an_artefact_that_is_not_the_built_one_is_refused(tmp_path: Path, runtime: str) -> None:
     """The runtime serves only the file whose SHA-256 the manifest records."""

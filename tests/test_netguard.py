@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 
@@ -385,10 +384,8 @@ def test_loopback_spellings_are_refused_by_the_real_resolver(
 
     guarded = Fetcher(settings(allow_private_networks=False))
     try:
-        started = time.monotonic()
         with pytest.raises(SourceNotAllowed):
             guarded.fetch(url)
-        assert time.monotonic() - started < 2
     finally:
         guarded.close()
     assert host.hits_for(path) == 0
