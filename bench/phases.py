@@ -40,6 +40,10 @@ class Options:
     throughput_max_requests: int = 5000
     inference_reps: dict[int, int] = field(default_factory=lambda: {1: 30, 8: 10})
     inference_budget_s: float = 30.0
+    classes_reps: int = 12
+    classes_budget_s: float = 20.0
+    """Per class of ``bench/corpus.py``, whichever ends first."""
+    classes_photos: int = 4
     settle_s: float = 0.03
     """Pause after one of our calls before the next measured call."""
     settle_after_peer_s: float = 0.15

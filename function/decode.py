@@ -44,6 +44,11 @@ over every block of the image, however few bytes it takes: 20,000 repeats of a 1
 write 1 (baseline) to ~10 (libjpeg's progression) scans per picture; thumbnails and MPO's
 extra pictures add a few more."""
 
+DRAFT_SIDE: int | None = RESIZE
+"""Smallest side a JPEG is decoded at in standard mode: libjpeg scales by 1/2, 1/4 or 1/8 in
+the DCT (skipping most of the inverse transform and the colour work) while both sides stay at
+least this large. ``None`` decodes at full size (the benchmark's fidelity check)."""
+
 MAX_FRAMES_WALKED = 1000
 """Most frames stepped through: an animation's frames are sampled from its first 1000 only
 (reaching frame k composites frames 0..k, and 1x1 frames cost the pixel budget nothing:
@@ -180,10 +185,10 @@ def _decode_standard(image: Image.Image, data: bytes, max_pixels: int, max_frame
     width, height = image.size
     animated = bool(getattr(image, "is_animated", False))
     if not animated:
-        if fmt == "JPEG":
+        if fmt == "JPEG" and DRAFT_SIDE:
             # DCT-domain downscaling (1/2, 1/4, 1/8) straight to >= 256 px: 2-3x faster on
             # large photos, and the pixel cap applies to what is actually decoded.
-            image.draft(image.mode, (RESIZE, RESIZE))
+            image.draft(image.mode, (DRAFT_SIDE, DRAFT_SIDE))
         _check_pixels(*image.size, 1, max_pixels)
         image.load()
         truncated = _is_truncated(image, data)
