@@ -1,4 +1,4 @@
-"""``python -m bench`` (``make bench``): the whole comparison in one bounded run (~5 minutes).
+"""``python -m bench`` (``make bench``): the whole comparison in one bounded run (~10 minutes).
 
 Writes ``bench/out/report.json``, ``report.md`` and ``latency_by_size.png``; a full run (all
 phases, not ``--quick``) also copies the Markdown and the plot to ``docs/`` for the README.

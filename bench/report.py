@@ -380,7 +380,10 @@ def markdown(report: dict[str, Any], plot_name: str) -> str:
             "",
             f"## Draft decoding vs reference mode ({dev['size']}, {dev['photos']} photos)",
             "",
-            f"max |Δscore| {dev['max_abs_delta']:.4f}, median {dev['median_abs_delta']:.4f}.",
+            f"max |Δscore| {dev['max_abs_delta']:.4f}, median {dev['median_abs_delta']:.4f}; "
+            f"against the same pipeline with a full decode: max "
+            f"{dev.get('max_abs_delta_full_decode', math.nan):.4f}, median "
+            f"{dev.get('median_abs_delta_full_decode', math.nan):.4f}.",
             "",
             "| photo | standard | reference | abs Δ | decode ms std/ref | preprocess ms std/ref |",
             "|---|---:|---:|---:|---:|---:|",
