@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import classes, phases
+from bench import classes, memory, phases
 from bench.corpus import corpus
 from bench.images import ROTATION, all_photos, rotation_images
 from bench.ours import ROOT, Client, ServerProcess
@@ -25,7 +25,7 @@ from bench.peer import PeerWorker, ensure_peer_env
 from bench.report import goals, write
 from bench.system import cpu_model, floor_ms, load_average, sgemm_peak
 
-PHASES = ("cold", "e2e", "throughput", "inference", "draft", "classes")
+PHASES = ("cold", "e2e", "throughput", "inference", "draft", "memory", "classes")
 DOCS = ROOT / "docs"
 
 
@@ -53,6 +53,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         metavar="NAME:KEY=VALUE[,KEY=VALUE]",
         help="another configuration of our server, measured alongside in e2e and throughput",
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="memory phase: another checkout (e.g. a git worktree of an older commit) whose "
+        "decoder is measured alongside this one's",
     )
     parser.add_argument("--no-publish", action="store_true", help="never copy to docs/")
     args = parser.parse_args(argv)
@@ -112,6 +119,15 @@ def main(argv: list[str] | None = None) -> int:
             "options": {k: v for k, v in vars(options).items()},
         },
     }
+
+    if "memory" in args.phases:
+        report["memory"] = memory.memory(out, env, log, before=args.before)
+        if set(args.phases) == {"memory"}:  # no model service, no peer: memory alone
+            report["duration_s"] = time.perf_counter() - began
+            report["machine"]["load_end"] = [round(x, 2) for x in load_average()]
+            report["config"]["peer_version"] = "not run"
+            log(f"report: {write(report, out)['markdown']}")
+            return 0
 
     peer_python = ensure_peer_env(log)
     log("preparing images")

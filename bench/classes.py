@@ -24,7 +24,7 @@ from PIL import Image
 from bench.corpus import BY_NAME
 from bench.images import BenchImage
 from bench.stats import ratio, summarize
-from function import decode as decode_module
+from function import walk as decode_module
 from function.pipeline import Source
 
 

@@ -395,9 +395,45 @@ def markdown(report: dict[str, Any], plot_name: str) -> str:
                 f"{row['decode_ms_reference']:.0f} | {row['preprocess_ms_standard']:.0f}/"
                 f"{row['preprocess_ms_reference']:.0f} |"
             )
+    if "memory" in report:
+        lines += memory_lines(report["memory"])
     if "classes" in report:
         lines += class_table(report["classes"])
     return "\n".join(lines) + "\n"
+
+
+def memory_lines(mem: dict[str, Any]) -> list[str]:
+    """Peak resident growth per decoded megapixel, per format, and the server under load."""
+    width, height = mem["size"]
+    labels = [k for k in ("before", "after") if any(k in row for row in mem["per_format"].values())]
+    lines = [
+        "",
+        f"## Decode memory ({width}x{height}, peak RSS growth per decoded megapixel)",
+        "",
+        "| format | file KB | " + " | ".join(f"MiB/MP {label}" for label in labels) + " |",
+        "|---|---:|" + "---:|" * len(labels),
+    ]
+    for fmt, row in mem["per_format"].items():
+        cells = [str(row[label].get("mib_per_megapixel", "error")) for label in labels]
+        lines.append(f"| {fmt} | {row['file_bytes'] / 1000:.0f} | " + " | ".join(cells) + " |")
+    server = mem.get("server_8x50MP")
+    if server:
+        lines += [
+            "",
+            f"Server worker under {server['concurrent']} concurrent 50 MP worst-case images "
+            f"(answers {sorted(set(server['statuses']))}): idle {server['idle_rss_mib']} MiB, "
+            f"peak {server['peak_rss_mib']} MiB, after {server['end_rss_mib']} MiB "
+            f"(shipped limit {mem.get('shipped_limit_mib', '?')} MiB).",
+        ]
+    allocator = mem.get("allocator")
+    if allocator:
+        lines += ["", "Resident MiB after rounds of mixed decodes on 8 threads:", ""]
+        for variant, row in allocator.items():
+            rounds = row.get("after_each_round_mib", row)
+            trimmed = row.get("after_trim_mib")
+            after = f", {trimmed} after malloc_trim" if trimmed else ""
+            lines.append(f"- {variant}: start {row.get('start_mib')}, rounds {rounds}{after}")
+    return lines
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

@@ -15,8 +15,9 @@ import uuid
 from flask import Request, Response
 
 from function.body import read_body
-from function.doors import Call, Door, Job
+from function.doors import Call, Door, Job, OwnBodyLimit
 from function.doors.cloudevents import CloudEventsDoor
+from function.doors.kserve import KServeDoor
 from function.doors.ops import ALLOW, OpsDoor
 from function.doors.plain import PlainDoor
 from function.doors.uploads import UploadsDoor
@@ -48,6 +49,7 @@ class App:
     def __init__(self, service: Service) -> None:
         self.service = service
         self.doors: tuple[Door, ...] = (
+            KServeDoor(service.settings),  # first: every GET and POST under /v1/ and /v2
             OpsDoor(),
             UploadsDoor(),  # before CloudEvents and plain JSON: it claims only Wikimedia events
             CloudEventsDoor(),
@@ -92,7 +94,7 @@ class App:
         settings = self.service.settings
         body = b""
         if request.method == "POST":
-            body = read_body(request, settings.max_body_bytes, settings.body_timeout)
+            body = read_body(request, self._body_limit(path, styles), settings.body_timeout)
         for door in self.doors:
             styles.asking(door)
             job = door.parse(request, path, body, settings)
@@ -102,6 +104,17 @@ class App:
         if request.method in ("GET", "HEAD", "POST", "OPTIONS"):
             raise NotFound(f"no such endpoint: {path}")
         raise MethodNotAllowed(f"{request.method} is not supported")
+
+    def _body_limit(self, path: str, styles: _Styles) -> int:
+        """The body cap for ``path``: a door's own (its style then renders a 413), else ours."""
+        settings = self.service.settings
+        for door in self.doors:
+            if isinstance(door, OwnBodyLimit):
+                limit = door.body_limit(path, settings)
+                if limit is not None:
+                    styles.asking(door)
+                    return limit
+        return settings.max_body_bytes
 
     def _run(self, job: Job, call: Call) -> Response:
         if job.weight == 0:

@@ -67,6 +67,15 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _bytes(raw: str) -> int:
+    """A byte count: plain digits, or with a Ki/Mi/Gi suffix as Kubernetes writes them."""
+    text = raw.strip()
+    for suffix, scale in (("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30)):
+        if text.endswith(suffix):
+            return _positive_int(text[: -len(suffix)]) * scale
+    return _positive_int(text)
+
+
 def _non_negative_float(raw: str) -> float:
     value = float(raw)
     if not value >= 0:  # also rejects NaN
@@ -127,14 +136,6 @@ def _thumb_width(raw: str) -> int:
     return value
 
 
-def _file(raw: str) -> Path:
-    # Checked at start-up, so a missing CA bundle is not a 502 on every HTTPS fetch.
-    path = Path(raw)
-    if not path.is_file():
-        raise ValueError(f"{raw} is not a file")
-    return path
-
-
 def _exact_hosts(raw: str) -> tuple[str, ...]:
     hosts = _hosts(raw)
     for host in hosts:
@@ -145,7 +146,7 @@ def _exact_hosts(raw: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Settings:
-    """Every knob of the service. Field docs double as the README's configuration table."""
+    """Every knob of the service, each documented where it is defined."""
 
     port: int = 8080
     preprocessing: str = "standard"
@@ -154,6 +155,13 @@ class Settings:
     max_body_bytes: int = 25 * 1024 * 1024
     max_fetch_bytes: int = 25 * 1024 * 1024
     max_pixels: int = 50_000_000
+    decode_memory_bytes: int | None = None
+    """Bytes that decodes in flight may hold together (``NSFWOID_DECODE_MEMORY_BYTES``, digits
+    or e.g. ``600Mi``). A decode reserves its image's full-size decoded bytes (4 per pixel)
+    before decoding and waits, up to the request deadline (then 503), while others hold the
+    rest; an image that alone needs more is refused (422 ``image_too_large``). Unset: the
+    container's memory limit (cgroup v2 ``memory.max``, else the machine's memory) less
+    512 MiB for the runtime, model and request bodies (``function/budget.py``)."""
     max_batch_urls: int = 16
     max_frames: int = 8
     fetch_connect_timeout: float = 3.05
@@ -226,6 +234,7 @@ class Settings:
         take(PREFIX + "MAX_BODY_BYTES", "max_body_bytes", _positive_int)
         take(PREFIX + "MAX_FETCH_BYTES", "max_fetch_bytes", _positive_int)
         take(PREFIX + "MAX_PIXELS", "max_pixels", _positive_int)
+        take(PREFIX + "DECODE_MEMORY_BYTES", "decode_memory_bytes", _bytes)
         take(PREFIX + "MAX_BATCH_URLS", "max_batch_urls", _positive_int)
         take(PREFIX + "MAX_FRAMES", "max_frames", _positive_int)
         take(PREFIX + "FETCH_CONNECT_TIMEOUT", "fetch_connect_timeout", _positive_float)
@@ -237,7 +246,7 @@ class Settings:
         take(PREFIX + "ALLOWED_HOSTS", "allowed_hosts", _hosts)
         take(PREFIX + "ALLOW_PRIVATE_NETWORKS", "allow_private_networks", _bool)
         take(PREFIX + "PRIVATE_HOSTS", "private_hosts", _exact_hosts)
-        take(PREFIX + "CA_BUNDLE", "ca_bundle", _file)
+        take(PREFIX + "CA_BUNDLE", "ca_bundle", Path)
         take(PREFIX + "REQUEST_DEADLINE", "request_deadline", _positive_float)
         take(PREFIX + "BODY_TIMEOUT", "body_timeout", _positive_float)
         take(PREFIX + "MAX_IN_FLIGHT", "max_in_flight", _positive_int)

@@ -27,7 +27,7 @@ import requests
 import urllib3.exceptions
 import urllib3.util
 
-from function.config import Settings
+from function.config import ConfigError, Settings
 from function.errors import (
     DeadlineExceeded,
     ScoringError,
@@ -147,6 +147,12 @@ class Fetcher:
         self._session.trust_env = False  # no proxy from the environment can bypass the guard
         self._session.cookies.set_policy(_no_cookies())
         if settings.ca_bundle is not None:
+            # Checked here, when the service starts (not when settings are parsed: manifests
+            # name a path of the production host), so a missing bundle is not a 502 per fetch.
+            if not settings.ca_bundle.is_file():
+                raise ConfigError(
+                    f"NSFWOID_CA_BUNDLE: {settings.ca_bundle} is not a file", "NSFWOID_CA_BUNDLE"
+                )
             self._session.verify = str(settings.ca_bundle)
         adapter = GuardedAdapter(
             policy or policy_for(settings), pool_maxsize=settings.max_in_flight

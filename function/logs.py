@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextvars
 import ipaddress
+import json
 import logging
+import os
 import re
 import sys
 import threading
@@ -235,7 +237,7 @@ def log_request(
 
     ``error`` is what failed it: a ``ScoringError`` is described by its cause; anything else
     is a bug, and its stack trace goes with the line. The line is written when the response
-    is closed, which a WSGI server does once the answer has gone out: formatting it (~0.1 ms)
+    is closed, which a WSGI server does once the answer has gone out: formatting it
     stays off the caller's latency. Marks ``environ`` so that gunicorn's access log does not
     write a second line for the request.
     """
@@ -309,3 +311,43 @@ class GunicornJsonLogger(GunicornLogger):
         )
         path = fields["url.path"]
         self.access_log.log(level_of(path, status), f"{req.method} {path} {status}", extra=fields)
+
+
+class NativeStderr:
+    """C libraries (libtiff) write diagnostics about a caller's file straight to fd 2, as
+    plain text. In the server, fd 2 is a pipe read by a thread instead: each line that is not
+    already one of our JSON lines is logged as one JSON warning; JSON lines (gunicorn's
+    logger may write to stderr) pass through to the real stderr unchanged."""
+
+    def __init__(self, logger_name: str = "native") -> None:
+        self._logger = logging.getLogger(logger_name)
+        self._original = os.dup(2)
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        self._reader = os.fdopen(read_end, "rb")
+        self._thread = threading.Thread(target=self._pump, name="native-stderr", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        for raw in self._reader:
+            line = raw.rstrip(b"\r\n")
+            if not line:
+                continue
+            if line.startswith(b"{"):
+                try:
+                    json.loads(line)
+                except ValueError:
+                    pass
+                else:
+                    os.write(self._original, line + b"\n")
+                    continue
+            text = line.decode("utf-8", "replace")
+            log(self._logger, logging.WARNING, text, source="stderr")
+
+    def close(self, timeout: float = 5) -> None:
+        """Put the real stderr back and log what is still in the pipe (tests, shutdown)."""
+        os.dup2(self._original, 2)  # the pipe's last write end closes: the reader sees EOF
+        self._thread.join(timeout)
+        self._reader.close()
+        os.close(self._original)

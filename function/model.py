@@ -77,13 +77,13 @@ class OnnxRuntime:
 
     - a request scored *alone* runs on a pool whose threads spin between runs. The next
       request arriving within ~0.15 s then finds its vCPUs awake instead of waking the pool
-      once per layer: 20 against 26 ms for a lone 1920×1080 request over HTTP.
+      once per layer.
     - with other requests in flight, spinning only steals a core from the threads decoding
       them (a pool thread spins whenever its partner is preempted), so those runs go to a
-      pool that never spins: 72 → 77 images/s and 2.7 ms less CPU per image at 16 clients,
-      58 → 60-64 images/s at 2.
+      pool that never spins.
 
-    The second session costs ~30 MiB. Without ``spin`` one never-spinning session serves all.
+    The second session costs some memory; what each side gains is measured in
+    docs/performance.md. Without ``spin`` one never-spinning session serves all.
     """
 
     def __init__(self, path: Path, threads: int, spin: bool = True) -> None:

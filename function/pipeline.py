@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from function.batcher import Batcher
+from function.budget import DecodeBudget, default_budget
 from function.config import Settings
 from function.decode import Decoded, decode
 from function.errors import DeadlineExceeded, NotReady, UndecodableImage
@@ -55,6 +56,7 @@ class Pipeline:
         self.batcher = batcher
         self.fetcher = fetcher
         self.metrics = metrics
+        self.decode_budget = DecodeBudget(default_budget(settings.decode_memory_bytes))
         self._scoring = 0  # requests inside ``score`` right now, across all threads
         self._scoring_lock = threading.Lock()
 
@@ -115,6 +117,8 @@ class Pipeline:
                 mode=mode,
                 max_pixels=self.settings.max_pixels,
                 max_frames=self.settings.max_frames,
+                budget=self.decode_budget,
+                deadline=deadline,
             )
         note("image_format", decoded.format)
         note("image_size", f"{decoded.width}x{decoded.height}")

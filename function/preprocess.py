@@ -56,8 +56,8 @@ def image_to_tensor(image: Image.Image) -> Tensor:
     window = slice(CROP_OFFSET, CROP_OFFSET + CROP)
     # RGB → BGR because the weights come from Caffe, which read images through OpenCV order.
     # Crop and flip the uint8 pixels first: one float conversion, of the 224×224 window only.
-    # Each row is handled as one flat run of 672 values: numpy is ~3x slower flipping and
-    # broadcasting along an axis of 3 (0.42 against 0.13 ms), for the very same numbers.
+    # Each row is handled as one flat run of 672 values: numpy is several times slower flipping
+    # and broadcasting along an axis of 3 (docs/performance.md), for the very same numbers.
     rows = pixels[window, window].reshape(CROP, CROP * 3)
     bgr = rows.take(_BGR_COLUMNS, axis=1).astype(np.float32)
     bgr -= _MEAN_ROW

@@ -47,7 +47,15 @@ def status_of(error: ScoringError, style: Style = "json") -> tuple[int, int | No
     it is answered 503 so that delivery retries."""
     if style == "event" and isinstance(error, SourceMissing):
         return 503, EVENT_RETRY_AFTER
+    if style == "kserve" and 400 <= error.status < 500 and error.status not in _KSERVE_OWN:
+        # KServe answers every fault of the input as its ``InvalidInput``: a 400.
+        return 400, error.retry_after
     return error.status, error.retry_after
+
+
+_KSERVE_OWN = (404, 405, 408, 413)
+"""4xx statuses a KServe caller gets as they are: unknown model or endpoint, method, a body
+too slow or too large (the HTTP layer's, not the model's, answers)."""
 
 
 def error_message(error: ScoringError) -> str:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import io
+import json
+import logging
+import struct
+import zlib
 
 import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from function.decode import configure_pillow, decode, sniff
+from function.decode import MAX_FRAMES_WALKED, configure_pillow, decode
 from function.errors import ImageTooLarge, UndecodableImage, UnsupportedMediaType
+from function.formats import gif_frames, sniff, tiff_pages
+from function.logs import configure_logging
 from tests.photos import photo_bytes, photo_jpeg
 
 CAPS = {"max_pixels": 50_000_000, "max_frames": 8}
@@ -116,3 +122,85 @@ def test_garbage_after_a_valid_header_is_422() -> None:
     data = encode(Image.new("RGB", (64, 64)), "PNG")
     with pytest.raises(UndecodableImage):
         decode(data[:40] + b"\x00" * 20, mode="standard", **CAPS)
+
+
+# --- animations with a broken later frame, BigTIFF, frame counting -------------------------
+def apng_frames(count: int = 4) -> list[Image.Image]:
+    return [Image.new("RGBA", (64, 48), (i * 60, 0, 0, 255)) for i in range(count)]
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def test_apng_with_a_broken_later_frame_scores_the_frames_before_it() -> None:
+    frames = apng_frames()
+    data = encode(frames[0], "PNG", save_all=True, append_images=frames[1:])
+    # The last frame's control chunk declares a frame wider than the canvas.
+    at = data.rindex(b"fcTL") - 4
+    size = struct.unpack_from(">I", data, at)[0]
+    body = bytearray(data[at + 8 : at + 8 + size])
+    body[4:8] = struct.pack(">I", 5000)
+    broken = data[:at] + png_chunk(b"fcTL", bytes(body)) + data[at + 12 + size :]
+    decoded = decode(broken, mode="standard", **CAPS)
+    assert decoded.frame_indices == (0, 1, 2) and len(decoded.frames) == 3
+    assert decoded.truncated and decoded.frames_total == 4
+    assert decoded.frames[2].getpixel((0, 0)) == (120, 0, 0)
+    assert not decode(data, mode="standard", **CAPS).truncated
+
+
+def test_mpo_with_a_broken_later_picture_scores_the_pictures_before_it() -> None:
+    pictures = [frame.convert("RGB") for frame in apng_frames()]
+    data = encode(pictures[0], "MPO", save_all=True, append_images=pictures[1:])
+    last = data.rindex(b"\xff\xd8\xff")
+    decoded = decode(data[:last] + b"\0" * (len(data) - last), mode="standard", **CAPS)
+    assert decoded.frame_indices == (0, 1, 2) and decoded.truncated
+    assert decode(data[:last] + b"\0" * 16, mode="reference", **CAPS).frame_indices == (0,)
+
+
+def test_bigtiff_is_accepted_and_its_pages_counted() -> None:
+    pages = [Image.new("RGB", (40, 30), (0, 90 * i, 0)) for i in range(3)]
+    data = encode(pages[0], "TIFF", big_tiff=True, save_all=True, append_images=pages[1:])
+    assert data[:4] == b"II+\0" and sniff(data) == "TIFF"
+    assert tiff_pages(data, 10) == 3
+    assert tiff_pages(data, 1) == 2  # stops one past the limit
+    decoded = decode(data, mode="standard", **CAPS)
+    assert decoded.frames_total == 3 and decoded.frame_indices == (0, 1, 2)
+    assert decoded.frames[2].getpixel((0, 0)) == (0, 180, 0)
+    motorola = b"MM\0+\0\x08\0\0" + b"\0" * 8  # big-endian, first directory at offset 0: none
+    assert sniff(motorola) == "TIFF" and tiff_pages(motorola, 10) == 0
+
+
+def test_gif_frames_are_counted_with_an_early_stop() -> None:
+    frames = [Image.new("RGB", (4, 4), (i * 8, 0, 0)) for i in range(30)]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=10)
+    with Image.open(io.BytesIO(data)) as image:
+        assert gif_frames(data, 1000) == image.n_frames == 30
+    assert gif_frames(data, 9) == 10
+    # Many more frames than are ever walked: the count stops at the cap plus one.
+    many = [Image.new("RGB", (1, 1), (255 * (i % 2), 0, 0)) for i in range(MAX_FRAMES_WALKED + 500)]
+    data = encode(many[0], "GIF", save_all=True, append_images=many[1:], disposal=1)
+    decoded = decode(data, mode="standard", **CAPS)
+    assert decoded.frames_total == MAX_FRAMES_WALKED + 1
+    assert len(decoded.frames) == CAPS["max_frames"]
+
+
+def test_pillow_errors_about_a_callers_file_are_logged_as_warnings() -> None:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging("INFO", stream)
+        configure_pillow()
+        logging.getLogger("PIL.TiffImagePlugin").error("bad tag in %s", "file")
+        logging.getLogger("nsfwoid").error("our own error")
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    pil, ours = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert (pil["log.level"], pil["log"]["logger"], pil["message"]) == (
+        "warning",
+        "PIL.TiffImagePlugin",
+        "bad tag in file",
+    )
+    assert ours["log.level"] == "error"

@@ -215,9 +215,34 @@ def tiff_pages(count: int) -> bytes:
 
 
 def tiny_frames_sampled_early(result: dict[str, Any]) -> None:
-    assert result["image"]["frames"] == 20_000
+    # Frames are counted up to one past the walk's cap, no further.
+    assert result["image"]["frames"] == MAX_FRAMES_WALKED + 1
     indices = [frame["index"] for frame in result["frame_scores"]]
     assert len(indices) == 8 and max(indices) == MAX_FRAMES_WALKED - 1
+
+
+def png_worst_case(mode: str, size: tuple[int, int]) -> bytes:
+    """A flat ``mode`` PNG of ``size`` (a few hundred KB even near the pixel cap); "P" has
+    its index 0 declared transparent, over a half of the picture."""
+    image = Image.new(mode, size, (200, 30, 30, 128) if mode == "RGBA" else 1)
+    if mode == "P":
+        image.putpalette([0, 0, 0, 200, 30, 30])
+        image.paste(0, (0, 0, size[0] // 2, size[1]))
+        return encoded("PNG", image, transparency=0)
+    return encoded("PNG", image)
+
+
+def png_16bit_rgba(size: tuple[int, int]) -> bytes:
+    """16 bits per channel, RGBA (colour type 6): Pillow reads it, but cannot write one."""
+    width, height = size
+    row = b"\0" + b"\x80\x00\x20\x00\x20\x00\xff\xff" * width
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 6, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(row * height, 1))
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def huge_jpeg() -> bytes:
@@ -450,6 +475,29 @@ def image_cases() -> list[Case]:
             too_large,
         ),
         Case("jpeg-63mp-standard-draft-mode", "guarded", raw(huge_jpeg), 200, None),
+        # The costliest PNGs to decode, a few hundred KB each: decoded band by band, within
+        # the pod's decode memory budget.
+        Case(
+            "png-rgba-49mp-near-cap",
+            "guarded",
+            raw(lambda: png_worst_case("RGBA", (7000, 7000)), "image/png"),
+            200,
+            None,
+        ),
+        Case(
+            "png-palette-transparency-49mp-near-cap",
+            "guarded",
+            raw(lambda: png_worst_case("P", (7000, 7000)), "image/png"),
+            200,
+            None,
+        ),
+        Case(
+            "png-16bit-rgba-12mp",
+            "guarded",
+            raw(lambda: png_16bit_rgba((4000, 3000)), "image/png"),
+            200,
+            None,
+        ),
         Case(
             "jpeg-progressive-10-scans",
             "guarded",
@@ -492,6 +540,19 @@ def image_cases() -> list[Case]:
     return cases
 
 
+def nested() -> bytes:
+    return b"[" * 200_000 + b"]" * 200_000
+
+
+BINARY_EVENT = {
+    "ce-specversion": "1.0",
+    "ce-id": "nested-1",
+    "ce-source": "/hostile",
+    "ce-type": "org.example.upload",
+    "Content-Type": "application/json",
+}
+
+
 def other_cases() -> list[Case]:
     jpeg = lambda: encoded("JPEG")  # noqa: E731
     cases = [
@@ -530,6 +591,38 @@ def other_cases() -> list[Case]:
             "undecodable_image",
         ),
         Case("zero-bytes", "guarded", raw(lambda: b""), 400, "invalid_request"),
+        # JSON nested deeper than the parser's stack, on every door that reads JSON.
+        Case(
+            "json-nested-400kb", "guarded", raw(nested, "application/json"), 400, "invalid_request"
+        ),
+        Case(
+            "changeprop-nested-400kb",
+            "guarded",
+            raw(lambda: b'{"event": ' + nested() + b"}", "application/json"),
+            400,
+            "invalid_request",
+        ),
+        Case(
+            "structured-event-nested-400kb",
+            "guarded",
+            raw(nested, "application/cloudevents+json"),
+            400,
+            "invalid_request",
+        ),
+        Case(
+            "binary-event-nested-data",
+            "guarded",
+            lambda host: {"data": nested(), "headers": BINARY_EVENT},
+            400,
+            "invalid_request",
+        ),
+        Case(
+            "batch-over-the-cap",
+            "guarded",
+            lambda host: {"json": {"urls": [f"https://{PUBLIC}/{i}.jpg" for i in range(17)]}},
+            400,
+            "invalid_request",
+        ),
         Case(
             "jpeg-as-text-plain", "guarded", raw(jpeg, "text/plain"), 415, "unsupported_media_type"
         ),

@@ -1,4 +1,4 @@
-"""The HTTP contract of issue 3, proven on the real function with the real model.
+"""The HTTP contract, proven on the real function with the real model.
 
 In process through functions-framework's own app (``client``), and against the real server
 process (``server``) with real clients: requests and curl.

@@ -26,7 +26,9 @@ import jsonschema
 import pytest
 import yaml
 
+from function.budget import budget_from_limit
 from function.config import Settings
+from function.decode import frame_cost
 
 REPO = Path(__file__).resolve().parents[1]
 KNATIVE = REPO / "knative"
@@ -451,6 +453,18 @@ def test_openfaas_stack_runs_the_same_image_behind_of_watchdog_http_mode():
             assert quantity(function[kind][resource]) == quantity(resources[kind][resource])
 
 
+def test_memory_limit_leaves_a_decode_budget_for_the_largest_allowed_images():
+    """The worker's decode budget (the limit less the runtime's reserve) fits one image of
+    the pixel cap in the costliest formats: with less, those would all be refused (422)."""
+    limit = int(quantity(container_of(service_doc())["resources"]["limits"]["memory"]))
+    assert quantity(stack_doc()["functions"][SERVICE_NAME]["limits"]["memory"]) == limit
+    settings = Settings.from_env(env_of(service_doc()))
+    assert settings.decode_memory_bytes is None  # the budget follows the limit
+    budget = budget_from_limit(limit)
+    for fmt in ("PNG", "TIFF", "BMP", "WEBP"):
+        assert frame_cost(fmt, settings.max_pixels, 1, animated=False) <= budget, fmt
+
+
 # ---------------------------------------------------------------------------------------------
 # Broken copies are rejected: the checks above can fail
 
@@ -575,3 +589,19 @@ def test_a_broken_trigger_is_rejected(mutation, crd_schemas):
     mutation(broken)
     problems = schema_problems(broken, crd_schemas) + trigger_rule_problems(broken)
     assert problems, "the broken copy passed every check"
+
+
+def test_every_deployment_gives_the_same_memory_limit() -> None:
+    """The limit is derived from a measured peak (docs/performance.md, "Memory") and the decode
+    budget follows it: every way of deploying the image must give the pod the same one."""
+    expected = service_doc()["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    isvc = yaml.safe_load((KNATIVE / "inferenceservice.yaml").read_text())
+    helm = yaml.safe_load((REPO / ".pipeline" / "values.yaml").read_text())
+    openfaas = yaml.safe_load((KNATIVE / "stack.yml").read_text())
+    limits = {
+        "inferenceservice.yaml": isvc["spec"]["predictor"]["containers"][0]["resources"]["limits"],
+        ".pipeline/values.yaml": helm["app"]["limits"],
+        "stack.yml": next(iter(openfaas["functions"].values()))["limits"],
+    }
+    for name, limit in limits.items():
+        assert limit["memory"] == expected["memory"], name

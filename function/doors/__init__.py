@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from flask import Request, Response
 
@@ -61,4 +61,14 @@ class Door(Protocol):
 
     def parse(self, request: Request, path: str, body: bytes, settings: Settings) -> Job | None:
         """This door's ``Job`` for the request, ``None`` if it is another door's, or a 4xx."""
+        ...
+
+
+@runtime_checkable
+class OwnBodyLimit(Protocol):
+    """A door whose bodies may exceed ``max_body_bytes`` for its paths (base64 images are a
+    third larger than the bytes they carry); the app reads them up to this limit instead."""
+
+    def body_limit(self, path: str, settings: Settings) -> int | None:
+        """The cap for a body sent to ``path``, or ``None`` when the path is not this door's."""
         ...
