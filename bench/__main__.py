@@ -1,4 +1,4 @@
-"""``python -m bench`` (``make bench``): the whole comparison in one bounded run (~5 minutes).
+"""``python -m bench`` (``make bench``): the whole comparison in one bounded run (~10 minutes).
 
 Writes ``bench/out/report.json``, ``report.md`` and ``latency_by_size.png``; a full run (all
 phases, not ``--quick``) also copies the Markdown and the plot to ``docs/`` for the README.
@@ -17,14 +17,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import memory, phases
-from bench.images import all_photos, rotation_images
+from bench import classes, memory, phases
+from bench.corpus import corpus
+from bench.images import ROTATION, all_photos, rotation_images
 from bench.ours import ROOT, Client, ServerProcess
 from bench.peer import PeerWorker, ensure_peer_env
 from bench.report import goals, write
 from bench.system import cpu_model, floor_ms, load_average, sgemm_peak
 
-PHASES = ("cold", "e2e", "throughput", "inference", "draft", "memory")
+PHASES = ("cold", "e2e", "throughput", "inference", "draft", "memory", "classes")
 DOCS = ROOT / "docs"
 
 
@@ -78,6 +79,9 @@ def quick(options: phases.Options) -> None:
     options.throughput_rounds = 1
     options.inference_reps = {1: 10, 8: 4}
     options.clients = (1, 4, 16)
+    options.classes_reps = 4
+    options.classes_budget_s = 4
+    options.classes_photos = 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,6 +174,15 @@ def main(argv: list[str] | None = None) -> int:
                     report["throughput"] = phases.throughput_curve(ctx, images["1920x1080"])
                 if "inference" in args.phases:
                     report["inference"] = phases.inference(ctx, floor)
+                if "classes" in args.phases:
+                    log("preparing the upload classes (written once, then reused)")
+                    by_class = corpus(out / "corpus", ROTATION[: options.classes_photos], log=log)
+                    report["classes"] = classes.classes(
+                        ctx, by_class, options.classes_reps, options.classes_budget_s
+                    )
+                    report["classes"]["throughput_16"] = classes.throughput_16(
+                        ctx, by_class["camera-1080p"], phases
+                    )
                 report["memory_end"] = {"ours": server.memory(), "peer": peer.call("memory")}
             finally:
                 client.close()

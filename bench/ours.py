@@ -94,8 +94,8 @@ class Client:
                     raise ServerError(f"{method} {path}: {exc}") from exc
         raise AssertionError("unreachable")
 
-    def score(self, data: bytes) -> dict[str, Any]:
-        status, body = self.request("POST", "/", data, "image/jpeg")
+    def score(self, data: bytes, content_type: str = "image/jpeg") -> dict[str, Any]:
+        status, body = self.request("POST", "/", data, content_type)
         if status != 200:
             raise ServerError(f"POST / answered {status}: {body[:300]!r}")
         result: dict[str, Any] = json.loads(body)

@@ -141,7 +141,11 @@ def main() -> None:
         elif op == "classify":
             data = images[command["image"]]
             begin = time.perf_counter()
-            prediction = classifier.classify(data)
+            try:
+                prediction = classifier.classify(data)
+            except Exception as exc:  # a file the library cannot take: say so, keep serving
+                emit({"ms": float("nan"), "nsfw": float("nan"), "failed": repr(exc)[:200]})
+                continue
             elapsed = time.perf_counter() - begin
             emit({"ms": elapsed * 1000, "nsfw": prediction.nsfw})
         elif op == "infer":

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.classes import full_decode_scores
 from bench.images import BenchImage, make_image
 from bench.ours import Client, ServerProcess, cpu_seconds
 from bench.peer import PeerWorker
@@ -40,6 +41,10 @@ class Options:
     throughput_max_requests: int = 5000
     inference_reps: dict[int, int] = field(default_factory=lambda: {1: 30, 8: 10})
     inference_budget_s: float = 30.0
+    classes_reps: int = 12
+    classes_budget_s: float = 20.0
+    """Per class of ``bench/corpus.py``, whichever ends first."""
+    classes_photos: int = 4
     settle_s: float = 0.03
     """Pause after one of our calls before the next measured call."""
     settle_after_peer_s: float = 0.15
@@ -418,25 +423,33 @@ def draft_deviation(
         img = make_image(photo, size, directory)
         standard = service.pipeline.score(Source(data=img.data), mode="standard")
         reference = service.pipeline.score(Source(data=img.data), mode="reference")
+        (full,) = full_decode_scores(service, [img])
         per_photo[photo] = {
             "standard": float(standard["score"]),
             "reference": float(reference["score"]),
+            "full_decode": full,
             "abs_delta": abs(float(standard["score"]) - float(reference["score"])),
+            "abs_delta_full_decode": abs(float(standard["score"]) - full),
             "decode_ms_standard": float(standard["timing_ms"]["decode"]),
             "decode_ms_reference": float(reference["timing_ms"]["decode"]),
             "preprocess_ms_standard": float(standard["timing_ms"]["preprocess"]),
             "preprocess_ms_reference": float(reference["timing_ms"]["preprocess"]),
         }
     deltas = [p["abs_delta"] for p in per_photo.values()]
+    shifts = [p["abs_delta_full_decode"] for p in per_photo.values()]
     result = {
         "size": size,
         "photos": len(per_photo),
         "max_abs_delta": max(deltas),
         "median_abs_delta": summarize(deltas)["median"],
+        "max_abs_delta_full_decode": max(shifts),
+        "median_abs_delta_full_decode": summarize(shifts)["median"],
         "per_photo": per_photo,
     }
     log(
         f"draft vs reference at {size} over {len(per_photo)} photos: max |Δscore| "
-        f"{result['max_abs_delta']:.4f}, median {result['median_abs_delta']:.4f}"
+        f"{result['max_abs_delta']:.4f}, median {result['median_abs_delta']:.4f}; draft vs full "
+        f"decode (same pipeline) max {result['max_abs_delta_full_decode']:.4f}, median "
+        f"{result['median_abs_delta_full_decode']:.4f}"
     )
     return result
