@@ -26,9 +26,6 @@ PAGES = sorted(
 )
 README_LIMIT = 9000
 
-PENDING = frozenset({"docs/wikimedia.md", "knative/inferenceservice.yaml"})
-"""Pages written on other branches at the same time as this one: a link to one of them is
-tolerated while it is missing, and checked like any other once it exists."""
 
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")
 TRACKER = re.compile(r"\bissues?\s*#?\s*\d+", re.IGNORECASE)
@@ -81,8 +78,7 @@ def test_relative_links_resolve(page: Path) -> None:
             broken.append(f"{link} (outside the repository)")
             continue
         if not target.exists():
-            if _rel(target) not in PENDING:
-                broken.append(link)
+            broken.append(link)
             continue
         if parts.fragment and target.suffix == ".md" and parts.fragment not in _anchors(target):
             broken.append(f"{link} (no such heading)")
