@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import requests
 
+from tests import servicechecker
 from tests.container_support import (
     IMAGE,
     LIMITS,
@@ -211,6 +212,11 @@ def test_serves_like_a_knative_revision(
         with session.get(container.url + "/metrics", timeout=5) as response:
             assert response.status_code == 200
             assert "# TYPE" in response.text
+
+        # Wikimedia's monitoring and `helm test`: service-checker, by its rules, against the
+        # image as it will run (the spec at /?spec, every x-ample, no egress).
+        checked = servicechecker.run("127.0.0.1", container.url, timeout=5)
+        assert (checked.code, checked.output) == (0, "All endpoints are healthy"), checked.output
 
 
 def test_sigterm_lets_the_request_in_flight_finish_then_exits_0(
