@@ -360,16 +360,11 @@ def test_helm_values_resources_match_the_knative_service() -> None:
 
 def test_helm_values_settings_parse() -> None:
     public = dict(values()["config"]["public"])
-    # The drain delay is read by function/config.py once that change lands; until then its
-    # name is the only one the code does not know yet.
-    known = {f.name for f in Settings.__dataclass_fields__.values()}
-    drain = public.pop("NSFWOID_DRAIN_SECONDS") if "drain_seconds" not in known else None
     assert env_problems(public) == []
     settings = Settings.from_env(public)
     assert settings.allowed_hosts == ("upload.wikimedia.org",)
     assert settings.allow_private_networks is False
-    if drain is not None:
-        assert float(drain) >= 0
+    assert settings.drain_seconds == float(public["NSFWOID_DRAIN_SECONDS"])
 
 
 def test_helm_pre_stop_waits_as_long_as_the_service_drains() -> None:
@@ -379,7 +374,7 @@ def test_helm_pre_stop_waits_as_long_as_the_service_drains() -> None:
     assert command[0] == "/bin/sleep"
     drain = float(public["NSFWOID_DRAIN_SECONDS"])
     assert float(command[1]) == drain
-    assert drain == 5  # the service's default drain
+    assert drain == Settings().drain_seconds  # the service's own default drain
     # The grace period covers the drain, a request at its deadline and gunicorn's 5 s.
     deadline = float(public["NSFWOID_REQUEST_DEADLINE"])
     assert doc["terminationGracePeriodSeconds"] >= drain + deadline + 5
@@ -395,8 +390,9 @@ def test_helm_service_checker_runs_as_the_charts_do() -> None:
     checker = values()["service_checker"]
     args = checker["args"]
     assert checker["enabled"] is True
-    assert args[:2] == ["-t", "5"]
-    assert args[args.index("-s") + 1] == "/openapi.json"
+    # Exactly the scaffold's arguments: no -s, so the spec comes from the tool's default /?spec
+    # (what tests/test_servicechecker.py proves healthy against a live server).
+    assert args[:2] == ["-t", "5"] and "-s" not in args and len(args) == 4
     host, base_url = args[-2:]
     assert host == "$(NSFWOID_SERVICE_HOST)"
     assert base_url == f"http://nsfwoid:{values()['app']['port']}"
