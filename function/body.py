@@ -5,8 +5,11 @@ trickles its body a few bytes a second holds a server thread for at most ``body_
 seconds and never a scoring slot. gunicorn's sockets have no timeout of their own; a timer
 shuts the read side down at the deadline, which wakes a blocked ``recv``.
 
-werkzeug keeps what is read here (``cache=True``), so form and multipart parsing later read
-the same bytes from memory, and functions-framework's after-request read finds nothing left.
+The bytes come straight from the server's ``wsgi.input`` in steps of ``READ_STEP``: werkzeug's
+own ``get_data`` reads 8 KiB at a time, and each of those reads made gunicorn copy the whole
+read-ahead it holds (up to 1 MiB), which cost 27 ms for a 3 MB photo (docs/performance.md).
+They are then handed to werkzeug as its cached body, so form and multipart parsing read the same
+bytes from memory, and functions-framework's after-request read finds nothing left.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import threading
 from types import TracebackType
 
 from flask import Request
-from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from function.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
 
@@ -54,6 +56,10 @@ class _ReadTimer:
             pass  # the client is already gone
 
 
+READ_STEP = 1 << 20
+"""Most bytes asked of the server at once: gunicorn fetches up to this much per ``recv``."""
+
+
 def read_body(request: Request, limit: int, timeout: float) -> bytes:
     """All of the body, or 413 past ``limit`` bytes, 408 past ``timeout`` seconds."""
     too_large = f"the request body is larger than {limit} bytes"
@@ -61,31 +67,43 @@ def read_body(request: Request, limit: int, timeout: float) -> bytes:
     if declared is not None and declared > limit:
         _nothing_left(request)
         raise PayloadTooLarge(too_large)
-    # werkzeug stops reading *at* its limit and raises only on a later read, so a chunked
-    # body longer than the cap would come back cut to the cap: one byte more shows it.
-    request.max_content_length = limit + 1
+    # Form parsing later reads the cached bytes; this caps what it may hold in memory.
     request.max_form_memory_size = limit
+    environ = request.environ
+    if declared is None and not environ.get("wsgi.input_terminated"):
+        # No length and a server that does not end the stream for us: there is no body we
+        # could read safely (werkzeug answers the same), so there is none.
+        request._cached_data = b""
+        return b""
+    # Read up to one byte past the cap (a chunked body longer than it shows so), never past a
+    # declared length (a server that hands over the raw socket would wait for more).
+    wanted = declared if declared is not None else limit + 1
     # The client's socket, as gunicorn (and werkzeug's development server) hand it over.
-    sock = request.environ.get("gunicorn.socket") or request.environ.get("werkzeug.socket")
+    sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+    pieces: list[bytes] = []
+    received = 0
+    ended = False
     with _ReadTimer(sock if isinstance(sock, socket.socket) else None, timeout) as timer:
         try:
-            data = request.get_data(cache=True)
-        except RequestEntityTooLarge as exc:
-            _nothing_left(request)
-            raise PayloadTooLarge(too_large) from exc
-        except ClientDisconnected as exc:
-            _nothing_left(request)
-            if timer.fired:
-                raise RequestTimeout(f"the request body took longer than {timeout:g} s") from exc
-            raise InvalidRequest("the request body ended early") from exc
-    if timer.fired or (declared is not None and len(data) < declared):
+            while received < wanted:
+                piece = environ["wsgi.input"].read(min(READ_STEP, wanted - received))
+                if not piece:
+                    break
+                pieces.append(piece)
+                received += len(piece)
+        except (OSError, ValueError):
+            ended = True  # the connection broke, or a chunked body's framing did
+    if timer.fired:
         _nothing_left(request)
-        if timer.fired:
-            raise RequestTimeout(f"the request body took longer than {timeout:g} s")
+        raise RequestTimeout(f"the request body took longer than {timeout:g} s")
+    if ended or (declared is not None and received < declared):
+        _nothing_left(request)
         raise InvalidRequest("the request body ended early")
-    if len(data) > limit:
+    if received > limit:
         _nothing_left(request)
         raise PayloadTooLarge(too_large)
+    data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    request._cached_data = data
     return data
 
 

@@ -124,6 +124,10 @@ class DecodeBudget:
             self._changed.notify_all()
 
 
+MMAP_THRESHOLD = 4 * MIB
+"""Blocks at least this large are mmap'd and returned to the system when freed."""
+
+
 def return_freed_memory_to_the_system() -> bool:
     """Make glibc hand large freed blocks back at once (fixed ``M_MMAP_THRESHOLD``).
 
@@ -131,7 +135,9 @@ def return_freed_memory_to_the_system() -> bool:
     after the first such block is freed, after which the blocks come from per-thread arenas
     that keep freed memory: a few large decodes on different threads then leave the worker's
     resident set hundreds of MiB higher for good. A fixed threshold also turns off the
-    adaptation. Returns False where the C library is not glibc.
+    adaptation. The threshold sits above the 1 MiB pieces a request body is received in, which
+    would otherwise each be a fresh mapping to fault in and unmap again (several times over
+    for one body), and below Pillow's blocks. Returns False where the C library is not glibc.
     """
     name = ctypes.util.find_library("c")
     if name is None:
@@ -142,4 +148,4 @@ def return_freed_memory_to_the_system() -> bool:
     except (OSError, AttributeError):
         return False
     m_mmap_threshold = -3
-    return bool(mallopt(m_mmap_threshold, 1 * MIB))
+    return bool(mallopt(m_mmap_threshold, MMAP_THRESHOLD))

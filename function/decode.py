@@ -25,7 +25,7 @@ from PIL import Image, ImageFile
 
 from function.budget import DecodeBudget
 from function.errors import ImageTooLarge, UndecodableImage, UnsupportedMediaType
-from function.formats import sniff, tiff_pages
+from function.formats import jpeg_scans, sniff, tiff_pages
 from function.walk import DECODE_ERRORS, MAX_FRAMES_WALKED, Decoded, DecodeJob, frame_cost
 
 __all__ = [
@@ -96,10 +96,8 @@ def decode(
             "not an image format we accept (JPEG, PNG, GIF, WebP, BMP, TIFF)",
         )
     if claimed == "JPEG":
-        # Entropy-coded data stuffs every 0xFF with 0x00, so FF DA occurs only as a real
-        # start-of-scan marker or by chance inside metadata: an upper bound, read at memchr
-        # speed before a single block is decoded.
-        scans = data.count(b"\xff\xda")
+        # Counted before a single block is decoded: an upper bound on the passes libjpeg makes.
+        scans = jpeg_scans(data)
         if scans > MAX_JPEG_SCANS:
             raise ImageTooLarge(
                 f"the JPEG holds {scans} scans; at most {MAX_JPEG_SCANS} are decoded"

@@ -14,7 +14,7 @@ from PIL import Image, ImageCms
 
 from function.decode import MAX_FRAMES_WALKED, configure_pillow, decode
 from function.errors import ImageTooLarge, UndecodableImage, UnsupportedMediaType
-from function.formats import gif_frames, sniff, tiff_pages
+from function.formats import gif_frames, jpeg_scans, sniff, tiff_pages
 from function.logs import configure_logging
 from tests.photos import photo_bytes, photo_jpeg
 
@@ -169,6 +169,23 @@ def test_bigtiff_is_accepted_and_its_pages_counted() -> None:
     assert decoded.frames[2].getpixel((0, 0)) == (0, 180, 0)
     motorola = b"MM\0+\0\x08\0\0" + b"\0" * 8  # big-endian, first directory at offset 0: none
     assert sniff(motorola) == "TIFF" and tiff_pages(motorola, 10) == 0
+
+
+def test_jpeg_scans_are_the_start_of_scan_markers_wherever_they_are() -> None:
+    cases = [
+        b"",
+        b"\xff",
+        b"\xda",
+        b"\xff\xda",  # the whole input
+        b"\xda\xff\xda\xff",  # a lone 0xDA first, a 0xFF last
+        b"\xff\xff\xda\xda\xff\xda",
+        bytes(range(256)) * 3,  # FF then 00: never a marker
+        np.random.default_rng(7).integers(0, 256, 200_000, dtype=np.uint8).tobytes(),
+    ]
+    progressive = encode(Image.new("RGB", (64, 48), (9, 99, 199)), "JPEG", progressive=True)
+    for data in [*cases, progressive]:
+        assert jpeg_scans(data) == data.count(b"\xff\xda"), data[:16]
+    assert jpeg_scans(progressive) > 1
 
 
 def test_gif_frames_are_counted_with_an_early_stop() -> None:
