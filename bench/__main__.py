@@ -22,7 +22,7 @@ from bench.corpus import corpus
 from bench.images import ROTATION, all_photos, rotation_images
 from bench.ours import ROOT, Client, ServerProcess
 from bench.peer import PeerWorker, ensure_peer_env
-from bench.report import goals, write
+from bench.report import targets, write
 from bench.system import cpu_model, floor_ms, load_average, sgemm_peak
 
 PHASES = ("cold", "e2e", "throughput", "inference", "draft", "memory", "classes")
@@ -198,12 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     report["duration_s"] = time.perf_counter() - began
     report.setdefault("config", {}).setdefault("peer_version", "0.1.0")
     paths = write(report, out)
-    for goal in goals(report):
-        sign = ">=" if goal.higher_is_better else "<="
-        verdict = "met" if goal.met else "MISSED"
+    for target in targets(report):
+        sign = ">=" if target.higher_is_better else "<="
+        verdict = "met" if target.met else "MISSED"
         log(
-            f"goal {goal.name}: {goal.value:.2f} (target {sign} {goal.target}) {verdict}; "
-            f"{goal.detail}"
+            f"{target.name}: {target.value:.2f} (target {sign} {target.target}) {verdict}; "
+            f"{target.detail}"
         )
     log(f"report: {paths['markdown']} ({report['duration_s']:.0f} s)")
     full = set(args.phases) == set(PHASES) and not args.quick

@@ -46,12 +46,12 @@ class Options:
     """Per class of ``bench/corpus.py``, whichever ends first."""
     classes_photos: int = 4
     settle_s: float = 0.03
-    """Pause after one of our calls before the next measured call."""
-    settle_after_peer_s: float = 0.15
-    """Pause after a peer call. onnxruntime's intra-op threads spin after every run (its
-    default ``allow_spinning``): measured here, one thread burns ~20-30 ms of CPU over the
-    30-100 ms after each call. Measuring ours inside that window would hand one of the two
-    cores to the peer's spinning thread and time us on the other."""
+    """Pause after a call that ran no model (the floor's decode) before the next measured call."""
+    settle_after_inference_s: float = 0.15
+    """Pause after any call that ran the model, ours or the peer's. onnxruntime's intra-op
+    threads spin after a run (the peer's always, ours when a request was alone): one thread
+    burns ~20-30 ms of CPU over the 30-100 ms after each call. Measuring the next side inside
+    that window would hand one of the two cores to the previous side's spinning thread."""
 
 
 @dataclass
@@ -196,7 +196,7 @@ def _e2e_size(ctx: Context, size: str, batch: list[BenchImage]) -> dict[str, Any
             scores[name] = score
             if i >= opts.e2e_warmup:
                 samples[name].append(ms)
-            time.sleep(opts.settle_after_peer_s if name == "peer" else opts.settle_s)
+            time.sleep(opts.settle_after_inference_s)  # every side ran the model
         deltas.append(abs(scores["ours_http"] - scores["peer"]))
     result: dict[str, Any] = {
         **{name: summarize(values) for name, values in samples.items()},
@@ -374,7 +374,7 @@ def inference(ctx: Context, floor_ms: float) -> dict[str, Any]:
                     ms = float(ctx.peer.call("infer", batch=batch_size)["ms"])
                 if i >= 2:  # the first two are warm-up (and the batch-size change)
                     samples[side].append(ms / batch_size)
-                time.sleep(opts.settle_after_peer_s if side == "peer" else opts.settle_s)
+                time.sleep(opts.settle_after_inference_s)
         ours, peer = samples["ours"], samples["peer"]
         row: dict[str, Any] = {
             "ours_ms_per_image": summarize(ours),

@@ -5,9 +5,11 @@ trickles its body a few bytes a second holds a server thread for at most ``body_
 seconds and never a scoring slot. gunicorn's sockets have no timeout of their own; a timer
 shuts the read side down at the deadline, which wakes a blocked ``recv``.
 
-The bytes come straight from the server's ``wsgi.input`` in steps of ``READ_STEP``: werkzeug's
-own ``get_data`` reads 8 KiB at a time, and each of those reads made gunicorn copy the whole
-read-ahead it holds (up to 1 MiB), which cost 27 ms for a 3 MB photo (docs/performance.md).
+The bytes come straight from the server's ``wsgi.input``, in one call when the length is
+declared (gunicorn receives it 1 MiB per ``recv``) and in ``READ_STEP`` pieces otherwise:
+werkzeug's own ``get_data`` reads 8 KiB at a time, and each of those reads made gunicorn copy
+the whole read-ahead it holds (up to 1 MiB), which cost 27 ms for a 3 MB photo
+(docs/performance.md).
 They are then handed to werkzeug as its cached body, so form and multipart parsing read the same
 bytes from memory, and functions-framework's after-request read finds nothing left.
 """
@@ -57,7 +59,7 @@ class _ReadTimer:
 
 
 READ_STEP = 1 << 20
-"""Most bytes asked of the server at once: gunicorn fetches up to this much per ``recv``."""
+"""Bytes asked of the server at once for a body of undeclared length (chunked)."""
 
 
 def read_body(request: Request, limit: int, timeout: float) -> bytes:
@@ -78,6 +80,7 @@ def read_body(request: Request, limit: int, timeout: float) -> bytes:
     # Read up to one byte past the cap (a chunked body longer than it shows so), never past a
     # declared length (a server that hands over the raw socket would wait for more).
     wanted = declared if declared is not None else limit + 1
+    step = declared if declared is not None else READ_STEP  # pieces cost copies of their own
     # The client's socket, as gunicorn (and werkzeug's development server) hand it over.
     sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
     pieces: list[bytes] = []
@@ -86,7 +89,7 @@ def read_body(request: Request, limit: int, timeout: float) -> bytes:
     with _ReadTimer(sock if isinstance(sock, socket.socket) else None, timeout) as timer:
         try:
             while received < wanted:
-                piece = environ["wsgi.input"].read(min(READ_STEP, wanted - received))
+                piece = environ["wsgi.input"].read(min(step, wanted - received))
                 if not piece:
                     break
                 pieces.append(piece)

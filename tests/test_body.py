@@ -62,6 +62,12 @@ def test_a_declared_length_over_the_cap_is_refused_unread() -> None:
     assert stream.tell() == 0
 
 
+def test_a_chunked_body_of_several_read_steps_comes_back_whole() -> None:
+    body = pattern(2 * READ_STEP + 777)
+    req = request(io.BytesIO(body), None, terminated=True)
+    assert read_body(req, limit=3 * READ_STEP, timeout=10) == body
+
+
 def test_a_body_of_exactly_the_cap_is_read() -> None:
     body = pattern(5000)
     assert read_body(request(io.BytesIO(body), None, terminated=True), 5000, 10) == body

@@ -49,14 +49,17 @@ def claim(headers: Mapping[str, str], body: bytes) -> Incoming | None:
 
     Only the data's ``$schema``/``meta.stream`` decide; a request that does not parse is left to
     the door that would have taken it, which reports the error as before."""
+    lowered = {key.lower(): value for key, value in events.decode_headers(headers).items()}
+    content_type = lowered.get("content-type", "").split(";", 1)[0].strip().lower()
+    binary = "ce-specversion" in lowered
+    if not _is_json(content_type or ("application/json" if binary else "")):
+        return None  # an image, a form, multipart: not an event (and its bytes are not read)
     if b"mediawiki" not in body:
         # Both markers name the stream (``/mediawiki/…``, ``mediawiki.…``): a cheap test that
         # spares every other JSON request a second parse.
         return None
-    lowered = {key.lower(): value for key, value in events.decode_headers(headers).items()}
-    content_type = lowered.get("content-type", "").split(";", 1)[0].strip().lower()
-    if "ce-specversion" in lowered:
-        data = _json_object(body) if _is_json(content_type or "application/json") else None
+    if binary:
+        data = _json_object(body)
         delivery = scored.Delivery(
             *(_text(lowered.get(f"ce-{name}")) for name in ("id", "source", "type"))
         )
@@ -68,12 +71,10 @@ def claim(headers: Mapping[str, str], body: bytes) -> Incoming | None:
             *(_text(envelope.get(name)) for name in ("id", "source", "type"))
         )
         mode = "structured"
-    elif _is_json(content_type):
+    else:
         envelope = _json_object(body) or {}
         data = envelope.get("event") if isinstance(envelope.get("event"), dict) else None
         delivery, mode = scored.Delivery(), PLAIN
-    else:
-        return None
     if data is None or recentchange.stream_kind(data) is None:
         return None
     return Incoming(data, delivery, mode)
