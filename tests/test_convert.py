@@ -17,11 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from convert.build import convert
 from convert.caffe import parse_caffemodel, parse_prototxt, read_caffemodel, read_prototxt
-from convert.network import caffe_conv_padding, caffe_pool_padding, conv2d, pool2d
 from convert.passes import (
     check_topology,
     fold_batchnorm_scale,
@@ -46,6 +43,9 @@ MODEL = REPO / "model"
 CAFFEMODEL_PIN = next(pin for pin in PINS if pin.name == CAFFEMODEL)
 SLOW = pytest.mark.slow
 """Tests that read the real Caffe sdist (tens of MB, fetched into .cache on first use)."""
+TENSORFLOW = pytest.mark.slow
+"""Tests that build TensorFlow ops (importing TensorFlow alone takes ~10 s): they import it
+themselves, so that ``make test-unit`` collects this module without it."""
 
 
 @pytest.fixture(scope="module")
@@ -269,11 +269,16 @@ def caffe_pool_reference(x, method, k, stride, pad):
     return y
 
 
+@TENSORFLOW
 @pytest.mark.parametrize(
     ("size", "kernel", "stride", "pad"),
     [(15, 7, 2, 3), (16, 7, 2, 3), (9, 3, 1, 1), (10, 1, 2, 0), (11, 3, 2, 1), (8, 3, 2, 0)],
 )
 def test_conv_matches_caffe_arithmetic(size, kernel, stride, pad):
+    import tensorflow as tf
+
+    from convert.network import conv2d
+
     rng = np.random.default_rng(size * 100 + kernel)
     x = rng.normal(size=(size, size, 3)).astype(np.float32)
     w = rng.normal(size=(kernel, kernel, 3, 4)).astype(np.float32)
@@ -284,6 +289,7 @@ def test_conv_matches_caffe_arithmetic(size, kernel, stride, pad):
     np.testing.assert_allclose(got.numpy()[0], want, rtol=1e-4, atol=1e-4)
 
 
+@TENSORFLOW
 @pytest.mark.parametrize(
     ("method", "size", "kernel", "stride", "pad"),
     [
@@ -297,6 +303,10 @@ def test_conv_matches_caffe_arithmetic(size, kernel, stride, pad):
     ],
 )
 def test_pool_matches_caffe_ceil_mode(method, size, kernel, stride, pad):
+    import tensorflow as tf
+
+    from convert.network import pool2d
+
     rng = np.random.default_rng(size + kernel)
     # Negative values make −inf vs zero padding matter for MAX.
     x = rng.normal(-5.0, 1.0, size=(size, size, 2)).astype(np.float32)
@@ -306,7 +316,10 @@ def test_pool_matches_caffe_ceil_mode(method, size, kernel, stride, pad):
     np.testing.assert_allclose(got.numpy()[0], want, rtol=1e-5, atol=1e-5)
 
 
+@TENSORFLOW
 def test_padding_decisions_for_this_network():
+    from convert.network import caffe_conv_padding, caffe_pool_padding
+
     conv_1 = caffe_conv_padding(224, 7, 2, 3)
     assert (conv_1.mode, conv_1.out) == ("EXPLICIT", 112)  # SAME would pad 2/3, not 3/3
     assert caffe_conv_padding(56, 3, 1, 1).mode == "SAME"
@@ -340,6 +353,8 @@ def test_fold_formula_on_real_weights(specs, layers):
 @SLOW
 @pytest.mark.model  # builds the model when this checkout has none
 def test_second_run_is_up_to_date_and_touches_nothing(source):
+    from convert.build import convert
+
     convert(MODEL, CACHE)  # builds only if model/ is missing or stale
     before = {path: path.stat().st_mtime_ns for path in MODEL.rglob("*")}
     result = subprocess.run(
