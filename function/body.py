@@ -8,8 +8,7 @@ shuts the read side down at the deadline, which wakes a blocked ``recv``.
 The bytes come straight from the server's ``wsgi.input``, in one call when the length is
 declared (gunicorn receives it 1 MiB per ``recv``) and in ``READ_STEP`` pieces otherwise:
 werkzeug's own ``get_data`` reads 8 KiB at a time, and each of those reads made gunicorn copy
-the whole read-ahead it holds (up to 1 MiB), which cost 27 ms for a 3 MB photo
-(docs/performance.md).
+the whole read-ahead it holds (up to 1 MiB): measured in docs/performance.md, "The HTTP path".
 They are then handed to werkzeug as its cached body, so form and multipart parsing read the same
 bytes from memory, and functions-framework's after-request read finds nothing left.
 """

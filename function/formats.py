@@ -41,8 +41,8 @@ def jpeg_scans(data: bytes) -> int:
 
     Entropy-coded data stuffs every 0xFF with 0x00, so FF DA occurs only as a real marker or by
     chance inside metadata. Every 0xDA is found in one vectorised pass and the byte before each
-    is checked: 2.5-4.5x faster than ``bytes.count(b"\\xff\\xda")`` on camera JPEGs, whose
-    entropy-coded data is full of 0xFF (docs/performance.md)."""
+    is checked, which beats ``bytes.count`` on camera JPEGs, whose entropy-coded data is full of
+    0xFF (docs/performance.md)."""
     octets = np.frombuffer(data, np.uint8)
     before_da = np.flatnonzero(octets[1:] == 0xDA)  # index i: data[i + 1] is 0xDA
     return int(np.count_nonzero(octets[before_da] == 0xFF))
