@@ -115,6 +115,15 @@ def image_host() -> Iterator[ImageHost]:
     host.close()
 
 
+@pytest.fixture(scope="session")
+def upload_app(built_model: Path, image_host: ImageHost) -> Iterator[Flask]:
+    """The function in process, model loaded, with Wikimedia's upload URLs pointed at the
+    loopback image host (``NSFWOID_UPLOAD_BASE_URL``)."""
+    application = start_app(make_app(NSFWOID_UPLOAD_BASE_URL=image_host.url("")))
+    yield application
+    application.extensions["nsfwoid"].stop()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

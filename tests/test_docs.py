@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 
 from function.wikimedia import filerepo
-from tests.conftest import ROOT, make_app, start_app
+from tests.conftest import ROOT
 from tests.imagehost import ImageHost
 from tests.photos import photo_jpeg
 
@@ -112,26 +112,12 @@ def test_readme_upload_example_is_a_recentchange_upload() -> None:
     assert (event["type"], event["log_type"], event["namespace"]) == ("log", "upload", 6)
 
 
-@pytest.fixture(scope="module")
-def upload_host() -> Iterator[ImageHost]:
-    host = ImageHost()
-    yield host
-    host.close()
-
-
-@pytest.fixture(scope="module")
-def upload_app(built_model: Path, upload_host: ImageHost) -> Iterator[Flask]:
-    application = start_app(make_app(NSFWOID_UPLOAD_BASE_URL=upload_host.url("")))
-    yield application
-    application.extensions["nsfwoid"].stop()
-
-
-def test_readme_upload_example_is_scored(upload_app: Flask, upload_host: ImageHost) -> None:
+def test_readme_upload_example_is_scored(upload_app: Flask, image_host: ImageHost) -> None:
     body = _readme_upload_event()
     event = body["event"]
     name = filerepo.file_name(event["title"])
-    url = filerepo.original_url(upload_host.url(""), event["wiki"], name)
-    upload_host.file(urlsplit(url).path, photo_jpeg("astronaut", (320, 320)))
+    url = filerepo.original_url(image_host.url(""), event["wiki"], name)
+    image_host.file(urlsplit(url).path, photo_jpeg("astronaut", (320, 320)))
     answer = upload_app.test_client().post("/", json=body)
     assert answer.status_code == 200, answer.get_data(as_text=True)
     scored = answer.get_json()

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from unittest import mock
 from urllib.parse import unquote, urlsplit
 
 import pytest
@@ -172,18 +171,15 @@ def assert_retryable(response: Any, code: str) -> None:
 # --- fixtures -----------------------------------------------------------------------------------
 
 
+# The shared loopback host and upload-configured app (conftest), under this module's short names.
 @pytest.fixture(scope="module")
-def host() -> Iterator[ImageHost]:
-    upload_host = ImageHost()
-    yield upload_host
-    upload_host.close()
+def host(image_host: ImageHost) -> ImageHost:
+    return image_host
 
 
 @pytest.fixture(scope="module")
-def app(built_model: Path, host: ImageHost) -> Iterator[Flask]:
-    application = start_app(make_app(NSFWOID_UPLOAD_BASE_URL=host.url("")))
-    yield application
-    application.extensions["nsfwoid"].stop()
+def app(upload_app: Flask) -> Flask:
+    return upload_app
 
 
 @pytest.fixture()
@@ -581,13 +577,14 @@ def test_claim_recognises_only_wikimedia_events() -> None:
         assert claim(headers, body) is None, (headers, body[:60])
 
 
-def test_skipped_events_need_no_model(host: ImageHost) -> None:
-    """Most of recentchange is not uploads: a loading (or busy) instance still answers those."""
-    application = make_app(NSFWOID_UPLOAD_BASE_URL=host.url(""))
+def test_skipped_events_need_no_model(host: ImageHost, tmp_path: Path) -> None:
+    """Most of recentchange is not uploads: an instance without a model still answers those."""
+    # An empty model directory: the model never loads, so nothing these events need may wait
+    # for it (a loading or busy instance is in the same position).
+    application = make_app(NSFWOID_UPLOAD_BASE_URL=host.url(""), NSFWOID_MODEL_DIR=str(tmp_path))
     service = application.extensions["nsfwoid"]
-    # The model is never loaded: nothing these events need may wait for it.
-    with mock.patch.object(service, "start"):
-        client = application.test_client()
+    client = application.test_client()
+    try:
         for name in ("rc-canary.json", "rc-edit-file-page-not-upload.json"):
             for mode in MODES:
                 assert_no_reply(deliver(client, fresh(sample(name)), mode))
@@ -595,6 +592,8 @@ def test_skipped_events_need_no_model(host: ImageHost) -> None:
         event = upload_event("enwiki", "File:Waiting.jpg", b"x")
         response = deliver(client, event)
         assert response.status_code == 503 and response.get_json()["error"]["code"] == "not_ready"
+    finally:
+        service.stop()
 
 
 def test_fetches_send_the_user_agent_wikimedia_requires(
