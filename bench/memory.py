@@ -67,11 +67,11 @@ _ALLOCATOR_WORKER = r"""
 import ctypes, io, json, os, sys, threading
 sys.path.insert(0, sys.argv[1])
 from PIL import Image
-from function.budget import return_freed_memory_to_the_system
+from function.allocator import configure_allocator
 from function.decode import configure_pillow, decode
 configure_pillow()
-if sys.argv[2] == "threshold":
-    return_freed_memory_to_the_system()
+if sys.argv[2] == "server":
+    configure_allocator()
 def rss():
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS:"):
@@ -103,9 +103,9 @@ print(json.dumps({"start_mib": start, "after_each_round_mib": after, "after_trim
 def allocator(root: Path, log: Log) -> dict[str, Any]:
     """Resident memory left after rounds of mixed decodes on 8 threads, glibc as it comes
     (``default``), with ``MALLOC_ARENA_MAX=2``, with ``malloc_trim(0)`` at the end, and with
-    the fixed mmap threshold the server sets (``threshold``)."""
+    the settings the server makes (``server``, ``function/allocator.py``)."""
     found: dict[str, Any] = {}
-    for variant in ("default", "arena_max_2", "trim", "threshold"):
+    for variant in ("default", "arena_max_2", "trim", "server"):
         env = dict(os.environ)
         if variant == "arena_max_2":
             env["MALLOC_ARENA_MAX"] = "2"

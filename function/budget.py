@@ -12,8 +12,6 @@ what the process holds besides decodes (runtime, model, bodies in flight): see
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import threading
 import time
@@ -122,30 +120,3 @@ class DecodeBudget:
         with self._changed:
             self._used -= cost
             self._changed.notify_all()
-
-
-MMAP_THRESHOLD = 4 * MIB
-"""Blocks at least this large are mmap'd and returned to the system when freed."""
-
-
-def return_freed_memory_to_the_system() -> bool:
-    """Make glibc hand large freed blocks back at once (fixed ``M_MMAP_THRESHOLD``).
-
-    Pillow holds a decoded image in 16 MiB blocks. glibc's default threshold adapts upwards
-    after the first such block is freed, after which the blocks come from per-thread arenas
-    that keep freed memory: a few large decodes on different threads then leave the worker's
-    resident set hundreds of MiB higher for good. A fixed threshold also turns off the
-    adaptation. The threshold sits above the 1 MiB pieces a request body is received in, which
-    would otherwise each be a fresh mapping to fault in and unmap again (several times over
-    for one body), and below Pillow's blocks. Returns False where the C library is not glibc.
-    """
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_mmap_threshold = -3
-    return bool(mallopt(m_mmap_threshold, MMAP_THRESHOLD))

@@ -23,7 +23,7 @@ import functions_framework
 import gunicorn.app.base
 from flask import Flask
 
-from function.budget import return_freed_memory_to_the_system
+from function.allocator import configure_allocator
 from function.config import ConfigError, Settings
 from function.logs import GunicornJsonLogger, NativeStderr, configure_logging, log
 from function.service import Service
@@ -44,9 +44,10 @@ def service_of(app: Flask) -> Service:
 def post_worker_init(worker: Any) -> None:
     """In the worker, after the fork: load the model and make SIGTERM drain readiness first."""
     # Before the first decode: libtiff's stderr lines become JSON log lines, and glibc hands
-    # large freed blocks back at once (function/budget.py says why).
+    # large freed blocks back at once but keeps what every request needs again
+    # (function/allocator.py says why).
     NativeStderr()
-    return_freed_memory_to_the_system()
+    configure_allocator()
     service = service_of(worker.wsgi)
     service.start()
     gunicorn_handler = signal.getsignal(signal.SIGTERM)
