@@ -177,9 +177,16 @@ def main(argv: list[str] | None = None) -> int:
                 if "classes" in args.phases:
                     log("preparing the upload classes (written once, then reused)")
                     by_class = corpus(out / "corpus", ROTATION[: options.classes_photos], log=log)
-                    report["classes"] = classes.classes(
-                        ctx, by_class, options.classes_reps, options.classes_budget_s
-                    )
+                    with ServerProcess(env, out / "server-echo.log", "bench.echo") as echo:
+                        echo.wait_ready()
+                        with closing(Client(echo.port)) as echo_client:
+                            report["classes"] = classes.classes(
+                                ctx,
+                                by_class,
+                                options.classes_reps,
+                                options.classes_budget_s,
+                                echo_client,
+                            )
                     report["classes"]["throughput_16"] = classes.throughput_16(
                         ctx, by_class["camera-1080p"], phases
                     )

@@ -4,7 +4,9 @@ Per class, call by call and rotating who goes first: ours over HTTP, ours in pro
 per-stage timings), the peer in process, and the **floor** for that file: the decode alone at
 the scale we decode it (Pillow, JPEG draft to the same size, no guards, no colour work) plus
 one batch-1 inference on a ready tensor, measured in the same loop. Each figure then reads as
-ours / peer and ours / floor.
+ours / peer and ours / floor. The same file posted to ``bench/echo.py`` (functions-framework
+on gunicorn as we run it, reading the body and nothing else) gives the **HTTP floor**: floor +
+HTTP floor is the least a server built as ours could answer in.
 
 Fidelity: every image is also scored in standard mode with the draft switched off (a full
 decode, the same pipeline otherwise); the worst and median |Δscore| per class are reported.
@@ -23,6 +25,7 @@ from PIL import Image
 
 from bench.corpus import BY_NAME
 from bench.images import BenchImage
+from bench.ours import Client, ServerError
 from bench.stats import ratio, summarize
 from function import walk as decode_module
 from function.pipeline import Source
@@ -48,16 +51,18 @@ def full_decode_scores(service: Any, images: list[BenchImage]) -> list[float]:
         decode_module.DRAFT_SIDE = saved
 
 
-def classes(ctx: Any, corpus: dict[str, list[BenchImage]], reps: int, budget_s: float) -> Any:
-    """Per class: latency of every side, the floor, stage timings and the draft's fidelity."""
+def classes(
+    ctx: Any, corpus: dict[str, list[BenchImage]], reps: int, budget_s: float, echo: Client
+) -> Any:
+    """Per class: latency of every side, the floors, stage timings and the draft's fidelity."""
     results: dict[str, Any] = {}
     for name, images in corpus.items():
-        results[name] = _one_class(ctx, name, images, reps, budget_s)
+        results[name] = _one_class(ctx, name, images, reps, budget_s, echo)
     return results
 
 
 def _one_class(
-    ctx: Any, name: str, images: list[BenchImage], reps: int, budget_s: float
+    ctx: Any, name: str, images: list[BenchImage], reps: int, budget_s: float, echo: Client
 ) -> dict[str, Any]:
     opts = ctx.options
     image_class = BY_NAME[name]
@@ -70,6 +75,7 @@ def _one_class(
         "peer": [],
         "floor_decode": [],
         "floor_infer": [],
+        "floor_http": [],
     }
     stages: dict[str, list[float]] = {}
     standard: dict[str, float] = {}
@@ -101,6 +107,14 @@ def _one_class(
         floor_decode(img.data).close()
         return (time.perf_counter() - began) * 1000
 
+    def http_floor(img: BenchImage) -> float:
+        began = time.perf_counter()
+        status, _ = echo.request("POST", "/", img.data, content_type)
+        elapsed = (time.perf_counter() - began) * 1000
+        if status != 200:
+            raise ServerError(f"the echo server answered {status}")
+        return elapsed
+
     def infer_floor(img: BenchImage) -> float:
         began = time.perf_counter()
         model.predict(tensor, alone=True)
@@ -112,6 +126,7 @@ def _one_class(
         ("peer", peer),
         ("floor_decode", decode_floor),
         ("floor_infer", infer_floor),
+        ("floor_http", http_floor),
     ]
     warmup = 1
     deadline = time.perf_counter() + budget_s
@@ -124,7 +139,8 @@ def _one_class(
             ms = call(img)
             if i >= warmup:
                 samples[side].append(ms)
-            time.sleep(opts.settle_s if side == "floor_decode" else opts.settle_after_inference_s)
+            quiet = side in ("floor_decode", "floor_http")  # no model ran: nothing spins
+            time.sleep(opts.settle_s if quiet else opts.settle_after_inference_s)
 
     full = full_decode_scores(ctx.service, images)
     for img in images:  # every image scored in standard mode at least once
@@ -135,6 +151,7 @@ def _one_class(
     result: dict[str, Any] = {name: summarize(values) for name, values in samples.items()}
     med = {side: result[side]["median"] for side in samples}
     floor = med["floor_decode"] + med["floor_infer"]
+    floor_with_http = floor + med["floor_http"]
     pixels = image_class.size[0] * image_class.size[1]
     result.update(
         {
@@ -143,11 +160,15 @@ def _one_class(
             "bits_per_pixel": [round(8 * len(img.data) / pixels, 2) for img in images],
             "stages_ms": {stage: summarize(v) for stage, v in stages.items()},
             "floor_ms": floor,
+            "floor_with_http_ms": floor_with_http,
             "http_over_peer": ratio(med["ours_http"], med["peer"]),
             "http_over_floor": ratio(med["ours_http"], floor),
             # The best HTTP/peer any server could reach that decodes at our scale and runs this
             # model, before preprocessing and HTTP cost a millisecond.
             "floor_over_peer": ratio(floor, med["peer"]),
+            # The same with the framework's own HTTP cost (functions-framework on gunicorn).
+            "http_over_floor_with_http": ratio(med["ours_http"], floor_with_http),
+            "floor_with_http_over_peer": ratio(floor_with_http, med["peer"]),
             "inproc_over_floor": ratio(med["ours_inproc"], floor),
             "draft_shift": {
                 "max": max(shifts),
@@ -161,9 +182,11 @@ def _one_class(
     ctx.log(
         f"class {name}: http {med['ours_http']:.1f} ms, in-process {med['ours_inproc']:.1f} "
         f"(decode {decode_ms:.1f}), peer {med['peer']:.1f}, floor {floor:.1f} "
-        f"(decode {med['floor_decode']:.1f} + infer {med['floor_infer']:.1f}); "
+        f"(decode {med['floor_decode']:.1f} + infer {med['floor_infer']:.1f}), "
+        f"HTTP floor {med['floor_http']:.1f}; "
         f"http/peer {result['http_over_peer']:.2f}, http/floor {result['http_over_floor']:.2f}, "
-        f"floor/peer {result['floor_over_peer']:.2f}; "
+        f"floor/peer {result['floor_over_peer']:.2f}, "
+        f"(floor+HTTP)/peer {result['floor_with_http_over_peer']:.2f}; "
         f"draft shift max {result['draft_shift']['max']:.4f} "
         f"median {result['draft_shift']['median']:.4f} (n={result['ours_http']['n']})"
     )

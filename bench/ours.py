@@ -110,13 +110,13 @@ class Client:
 class ServerProcess:
     """Our function served the production way, with its start timed from ``Popen``."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, module: str = "function.serve") -> None:
         self.port = free_port()
         self.log_path = log_path
         self._log: IO[bytes] = log_path.open("ab")
         self.started = time.perf_counter()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "function.serve"],
+            [sys.executable, "-m", module],
             cwd=ROOT,
             env={**os.environ, **env, "PORT": str(self.port)},
             stdout=self._log,
