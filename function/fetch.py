@@ -138,6 +138,16 @@ def policy_for(settings: Settings) -> AddressPolicy:
     )
 
 
+def check_ca_bundle(settings: Settings) -> None:
+    """The configured CA bundle must be a file. Checked when a service starts (not when settings
+    are parsed: manifests name a path of the production host), so a missing bundle is one
+    start-up error, not a 502 per fetch."""
+    if settings.ca_bundle is not None and not settings.ca_bundle.is_file():
+        raise ConfigError(
+            f"NSFWOID_CA_BUNDLE: {settings.ca_bundle} is not a file", "NSFWOID_CA_BUNDLE"
+        )
+
+
 class Fetcher:
     """One per process: a pooled session whose every socket goes through the guard."""
 
@@ -146,13 +156,8 @@ class Fetcher:
         self._session = requests.Session()
         self._session.trust_env = False  # no proxy from the environment can bypass the guard
         self._session.cookies.set_policy(_no_cookies())
+        check_ca_bundle(settings)
         if settings.ca_bundle is not None:
-            # Checked here, when the service starts (not when settings are parsed: manifests
-            # name a path of the production host), so a missing bundle is not a 502 per fetch.
-            if not settings.ca_bundle.is_file():
-                raise ConfigError(
-                    f"NSFWOID_CA_BUNDLE: {settings.ca_bundle} is not a file", "NSFWOID_CA_BUNDLE"
-                )
             self._session.verify = str(settings.ca_bundle)
         adapter = GuardedAdapter(
             policy or policy_for(settings), pool_maxsize=settings.max_in_flight

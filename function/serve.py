@@ -25,6 +25,7 @@ from flask import Flask
 
 from function.allocator import configure_allocator
 from function.config import ConfigError, Settings
+from function.fetch import check_ca_bundle
 from function.logs import GunicornJsonLogger, NativeStderr, configure_logging, log
 from function.service import Service
 
@@ -122,6 +123,7 @@ class Server(gunicorn.app.base.BaseApplication):
 def main() -> None:
     try:
         settings = Settings.from_env(os.environ)
+        check_ca_bundle(settings)  # here too, so that the worker never starts without it
     except ConfigError as error:
         # One log line a log pipeline can read, not a traceback; 2 as for a usage error.
         configure_logging()

@@ -73,8 +73,15 @@ def test_bad_values_name_the_variable(name: str, value: str) -> None:
     assert raised.value.variable == name
 
 
-def test_a_bad_value_at_start_up_is_one_json_line_and_exit_2() -> None:
-    env = {**os.environ, "PORT": str(free_port()), "NSFWOID_MAX_IN_FLIGHT": "abc"}
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("NSFWOID_MAX_IN_FLIGHT", "abc"),
+        ("NSFWOID_CA_BUNDLE", "/nonexistent/internal-ca.pem"),  # parsed fine, absent at start
+    ],
+)
+def test_a_bad_value_at_start_up_is_one_json_line_and_exit_2(name: str, value: str) -> None:
+    env = {**os.environ, "PORT": str(free_port()), name: value}
     done = subprocess.run(
         [sys.executable, "-m", "function.serve"],
         cwd=ROOT,
@@ -90,8 +97,8 @@ def test_a_bad_value_at_start_up_is_one_json_line_and_exit_2() -> None:
     assert len(lines) == 1, lines
     (entry,) = entries(out)
     assert field(entry, "log.level") == "error"
-    assert "NSFWOID_MAX_IN_FLIGHT" in entry["message"] and "abc" in entry["message"]
-    assert field(entry, "nsfwoid.variable") == "NSFWOID_MAX_IN_FLIGHT"
+    assert name in entry["message"] and value in entry["message"]
+    assert field(entry, "nsfwoid.variable") == name
 
 
 def test_settings_are_frozen() -> None:
