@@ -69,6 +69,19 @@ class LiteRTRuntime:
         return np.asarray(out["nsfw"], dtype=np.float32).reshape(-1)
 
 
+_LITERT_IMAGE = "the Containerfile with --build-arg WITH_LITERT=1, or Blubber's production-litert"
+
+
+def _litert(path: Path, threads: int) -> LiteRTRuntime:
+    try:
+        return LiteRTRuntime(path, threads)
+    except ImportError as exc:  # the default install leaves LiteRT out
+        raise ModelLoadError(
+            "NSFWOID_RUNTIME=litert needs the ai-edge-litert package: install "
+            f"requirements-litert.lock, or use {_LITERT_IMAGE}"
+        ) from exc
+
+
 class OnnxRuntime:
     """Our ONNX export of the SavedModel on onnxruntime's CPU provider (MLAS kernels).
 
@@ -169,11 +182,18 @@ class Model:
                 f"no usable manifest at {manifest_path}; build the model with `make model`"
             ) from exc
         if self.runtime_name in ("litert", "onnxruntime"):
-            actual = _sha256(path) if path.is_file() else "missing"
+            if not path.is_file():
+                # The default image ships the ONNX model only: say what to build instead.
+                raise ModelLoadError(
+                    f"{path} is missing (sha256 missing): NSFWOID_RUNTIME={self.runtime_name} "
+                    f"serves it; build it with `make model`, or use an image built with it "
+                    f"({_LITERT_IMAGE if self.runtime_name == 'litert' else 'the default image'})"
+                )
+            actual = _sha256(path)
             if actual != expected:
                 raise ModelLoadError(f"{path} sha256 {actual} does not match the manifest")
             self._runtime = (
-                LiteRTRuntime(path, self.threads)
+                _litert(path, self.threads)
                 if self.runtime_name == "litert"
                 else OnnxRuntime(path, self.threads, self.spin)
             )

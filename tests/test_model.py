@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,17 @@ def test_a_score_does_not_depend_on_its_batch(runtime: str, spin: bool) -> None:
 
 
 @pytest.mark.model
+def test_litert_without_its_package_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The default install leaves LiteRT out; choosing it there names the lock to install."""
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # import now fails, as uninstalled
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    with pytest.raises(ModelLoadError, match="requirements-litert.lock"):
+        Model(MODEL_DIR, "litert").load()
+
+
+@pytest.mark.model
 @pytest.mark.parametrize("runtime", ["onnxruntime", "litert"])
 def test_an_artefact_that_is_not_the_built_one_is_refused(tmp_path: Path, runtime: str) -> None:
     """The runtime serves only the file whose SHA-256 the manifest records."""
@@ -46,5 +58,9 @@ def test_an_artefact_that_is_not_the_built_one_is_refused(tmp_path: Path, runtim
     with pytest.raises(ModelLoadError, match="does not match the manifest"):
         Model(tmp_path, runtime).load()
     (tmp_path / name).unlink()
-    with pytest.raises(ModelLoadError, match="sha256 missing"):
+    with pytest.raises(ModelLoadError, match="sha256 missing") as missing:
         Model(tmp_path, runtime).load()
+    # Says what to do, not only what is wrong.
+    assert "make model" in str(missing.value)
+    if runtime == "litert":
+        assert "WITH_LITERT=1" in str(missing.value)
