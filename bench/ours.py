@@ -108,7 +108,8 @@ class Client:
 
 
 class ServerProcess:
-    """Our function served the production way, with its start timed from ``Popen``."""
+    """A server process, its start timed from ``Popen``: by default our function served the
+    production way (``function.serve``); the classes phase also runs ``bench.echo``."""
 
     def __init__(self, env: dict[str, str], log_path: Path, module: str = "function.serve") -> None:
         self.port = free_port()

@@ -2,11 +2,11 @@
 
 Two costs pull apart. Memory a worker keeps after a large decode stays resident for good
 (glibc's defaults left a worker hundreds of MiB higher after a few large decodes on different
-threads). Memory a worker hands back must be faulted in again by the next request, at about
-5 µs a page on the 2-vCPU VMs we measure on: a 12 MP upload touched ~1,950 fresh pages
-(~10 ms) when every freed block went back. So large blocks (Pillow's decoded images) go back
-at once, and the pieces every request needs again (the body, its copies, the decoder's buffers)
-stay. docs/performance.md, "Memory", has the figures for each setting.
+threads). Memory a worker hands back must be faulted in again, page by page, by the next
+request, and on virtual machines a page fault is dear: when every freed block went back, that
+was a tenth of a 12 MP upload's time. So large blocks (Pillow's decoded images) go back at once,
+and the pieces every request needs again (the body, its copies, the decoder's buffers) stay.
+docs/performance.md ("The HTTP path" and "Memory") has the figures for each setting.
 """
 
 from __future__ import annotations

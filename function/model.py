@@ -184,10 +184,10 @@ class Model:
         if self.runtime_name in ("litert", "onnxruntime"):
             if not path.is_file():
                 # The default image ships the ONNX model only: say what to build instead.
+                image = _LITERT_IMAGE if self.runtime_name == "litert" else "the default image"
                 raise ModelLoadError(
-                    f"{path} is missing (sha256 missing): NSFWOID_RUNTIME={self.runtime_name} "
-                    f"serves it; build it with `make model`, or use an image built with it "
-                    f"({_LITERT_IMAGE if self.runtime_name == 'litert' else 'the default image'})"
+                    f"{path} is missing: NSFWOID_RUNTIME={self.runtime_name} serves it; "
+                    f"build it with `make model`, or use {image}"
                 )
             actual = _sha256(path)
             if actual != expected:

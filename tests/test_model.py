@@ -58,7 +58,7 @@ def test_an_artefact_that_is_not_the_built_one_is_refused(tmp_path: Path, runtim
     with pytest.raises(ModelLoadError, match="does not match the manifest"):
         Model(tmp_path, runtime).load()
     (tmp_path / name).unlink()
-    with pytest.raises(ModelLoadError, match="sha256 missing") as missing:
+    with pytest.raises(ModelLoadError, match="is missing") as missing:
         Model(tmp_path, runtime).load()
     # Says what to do, not only what is wrong.
     assert "make model" in str(missing.value)
