@@ -207,9 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = write(report, out)
     for target in targets(report):
         sign = ">=" if target.higher_is_better else "<="
-        verdict = "met" if target.met else "MISSED"
         log(
-            f"{target.name}: {target.value:.2f} (target {sign} {target.target}) {verdict}; "
+            f"{target.name}: {target.value:.2f} (target {sign} {target.target}) {target.verdict}; "
             f"{target.detail}"
         )
     log(f"report: {paths['markdown']} ({report['duration_s']:.0f} s)")
