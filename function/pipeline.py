@@ -23,7 +23,7 @@ from function.batcher import Batcher
 from function.budget import DecodeBudget, default_budget
 from function.config import Settings
 from function.decode import Decoded, decode
-from function.errors import DeadlineExceeded, NotReady, UndecodableImage
+from function.errors import DeadlineExceeded, FileNotReady, NotReady, UndecodableImage
 from function.fetch import Fetcher
 from function.metrics import Metrics
 from function.model import Model
@@ -77,10 +77,13 @@ class Pipeline:
         mode: str | None = None,
         deadline: float | None = None,
         notes: Callable[[str, Any], None] | None = None,
+        expect_sha1: str | None = None,
     ) -> dict[str, Any]:
-        """Score one source. ``notes(key, value)`` receives facts worth logging (host, format)."""
+        """Score one source. ``notes(key, value)`` receives facts worth logging (host, format).
+        ``expect_sha1``: score only these bytes (hex SHA-1); other bytes raise ``FileNotReady``
+        (``stale_file``) before they are decoded."""
         with self._counted():
-            return self._score(source, mode, deadline, notes)
+            return self._score(source, mode, deadline, notes, expect_sha1)
 
     def _score(
         self,
@@ -88,6 +91,7 @@ class Pipeline:
         mode: str | None,
         deadline: float | None,
         notes: Callable[[str, Any], None] | None,
+        expect_sha1: str | None,
     ) -> dict[str, Any]:
         mode = mode or self.settings.preprocessing
         deadline = deadline if deadline is not None else time.monotonic() + 3600
@@ -110,6 +114,15 @@ class Pipeline:
         if not data:
             raise UndecodableImage("the image is empty (0 bytes)")
         note("image_bytes", len(data))
+        digest: str | None = None
+        if expect_sha1 is not None:
+            # Before decoding: a file still served in its previous version costs a hash, not
+            # a decode and a model run, each time the broker retries it.
+            digest = hashlib.sha1(data).hexdigest()
+            if digest != expect_sha1:
+                raise FileNotReady(
+                    "the image host still serves another version of the file", code="stale_file"
+                )
 
         with self._stage("decode", timing, deadline):
             decoded = decode(
@@ -130,7 +143,7 @@ class Pipeline:
             future = self._submit(batch)
             # The result needs the SHA-1 anyway: take it while the model runs on its own
             # thread (hashlib lets go of the GIL), not after.
-            sha1 = hashlib.sha1(data).hexdigest()
+            sha1 = digest or hashlib.sha1(data).hexdigest()
             frame_scores = self._wait(future, deadline)
 
         score = float(frame_scores.max())

@@ -198,6 +198,18 @@ def plain_score(client: FlaskClient, data: bytes) -> float:
     return float(response.get_json()["score"])
 
 
+def decodes(client: FlaskClient) -> float:
+    """Images decoded so far (the decode stage's histogram count)."""
+    text = client.get("/metrics").get_data(as_text=True)
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "nsfwoid_stage_seconds"
+        for s in family.samples
+        if s.name == "nsfwoid_stage_seconds_count" and s.labels["stage"] == "decode"
+    )
+
+
 def counts(client: FlaskClient) -> dict[tuple[str, str], float]:
     text = client.get("/metrics").get_data(as_text=True)
     return {
@@ -289,9 +301,11 @@ def test_overwrite_served_stale_is_retried_until_the_new_version(
     event = with_sha1(sample("rc-overwrite-commonswiki.json"), new)
     host.file(path_of(url), old)
     before = counts(client).get(("retry", "stale_file"), 0)
+    decoded = decodes(client)
     for _ in range(2):
         assert_retryable(deliver(client, event), "stale_file")
     assert counts(client)[("retry", "stale_file")] == before + 2
+    assert decodes(client) == decoded  # told apart by its hash, before any decode
     host.file(path_of(url), new)
     reply, ce = reply_of(deliver(client, event), "binary")
     assert reply["image"]["sha1_verified"] is True

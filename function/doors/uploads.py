@@ -164,9 +164,14 @@ class _Uploads:
         for index, rendition in enumerate(renditions):
             facts: dict[str, Any] = {}
             context["image_variant"] = rendition.variant  # never the URL: logs name hosts only
+            # Only the original's bytes can be checked against the event's SHA-1.
+            expected = upload.sha1_hex if rendition.thumb_width is None else None
             try:
                 result = pipeline.score(
-                    Source(url=rendition.url), deadline=deadline, notes=_both(facts, context)
+                    Source(url=rendition.url),
+                    deadline=deadline,
+                    notes=_both(facts, context),
+                    expect_sha1=expected,
                 )
             except ScoringError as error:
                 if error.code in _TOO_BIG and index + 1 < len(renditions):
@@ -184,11 +189,6 @@ class _Uploads:
                 if error.status >= 500:
                     raise  # ours (overloaded, deadline, a bug) or the host's timeout: retryable
                 return self._failed(upload, rendition, error, incoming), False
-            expected = upload.sha1_hex
-            if rendition.thumb_width is None and expected and result["image"]["sha1"] != expected:
-                raise FileNotReady(
-                    "the image host still serves another version of the file", code="stale_file"
-                )
             data = scored.scored(
                 upload,
                 rendition,
